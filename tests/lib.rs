@@ -1,1 +1,37 @@
-//! End-to-end tests of the `voxtok` binary live in this crate's `tests/` folder.
+//! Helpers for the end-to-end tests in `tests/tests/*.rs`, which run the
+//! `voxtok` binary built in the same target directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root (where `Cargo.toml` of the workspace lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// `tests/fixtures/<rel>` in the workspace.
+pub fn fixture(rel: &str) -> PathBuf {
+    workspace_root().join("tests").join("fixtures").join(rel)
+}
+
+/// Path of the `voxtok` binary next to the running test executable
+/// (`target/<profile>/voxtok`). `cargo test --workspace` builds it; with
+/// `-p voxtok-tests` alone, build it first with `cargo build -p voxtok`.
+pub fn voxtok_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = profile_dir.join(format!("voxtok{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} not found: run `cargo build -p voxtok` (or `cargo test --workspace`) first",
+        bin.display()
+    );
+    bin
+}
+
+/// A `Command` for the `voxtok` binary, run from the workspace root.
+pub fn voxtok() -> Command {
+    let mut c = Command::new(voxtok_bin());
+    c.current_dir(workspace_root());
+    c
+}

@@ -1,1 +1,76 @@
-fn main() {}
+//! `voxtok`: speech and audio tokens from the command line.
+//!
+//! A thin binary over the library crates: argument parsing, progress and
+//! exit codes live here; all real work is in `voxtok-*`.
+
+mod cmd;
+mod exit;
+
+use clap::{Parser, Subcommand};
+use exit::Exit;
+
+/// Speech and audio tokens: decode, resample, featurize, transcribe, tokenize.
+#[derive(Parser, Debug)]
+#[command(name = "voxtok", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand understands.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// More log output (-v info, -vv debug, -vvv trace); also RUST_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress bars or summaries on stderr; errors are still printed.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// One variant per subcommand; each lives in its own module under `cmd/`.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Compute model input features (Whisper log-mel) and write them as .npy.
+    Features(cmd::features::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { Exit::Usage } else { Exit::Ok };
+            let _ = e.print();
+            return code.into();
+        }
+    };
+    init_logging(&cli.global);
+    let result = match cli.command {
+        Command::Features(args) => cmd::features::run(args, &cli.global),
+    };
+    match result {
+        Ok(code) => code.into(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Exit::Usage.into()
+        }
+    }
+}
+
+fn init_logging(g: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let level = match g.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}

@@ -1,1 +1,4 @@
-//! voxtok-models
+//! voxtok-models: the tensor runtime and every model voxtok runs (Whisper
+//! ASR, discrete audio tokenizers, text tokenizers, LLMs, speech-to-LaTeX).
+
+pub mod runtime;

@@ -1,0 +1,6 @@
+//! One module per subcommand: each has an `Args` (clap) and a
+//! `run(args, &Global) -> anyhow::Result<Exit>`. An `Err` means bad usage or
+//! an unloadable model (exit 2); per-input failures are reported by the
+//! command itself and counted into `Exit::SomeFailed`.
+
+pub mod features;
