@@ -60,15 +60,22 @@ impl Ct2Variable {
         let shape = self.shape.clone();
         match self.dtype {
             Ct2Dtype::F32 => Tensor::from_raw_buffer(&self.data, DType::F32, &shape, &dev),
-            Ct2Dtype::F16 => Tensor::from_raw_buffer(&self.data, DType::F16, &shape, &dev)?.to_dtype(DType::F32),
-            Ct2Dtype::BF16 => Tensor::from_raw_buffer(&self.data, DType::BF16, &shape, &dev)?.to_dtype(DType::F32),
+            Ct2Dtype::F16 => {
+                Tensor::from_raw_buffer(&self.data, DType::F16, &shape, &dev)?.to_dtype(DType::F32)
+            }
+            Ct2Dtype::BF16 => {
+                Tensor::from_raw_buffer(&self.data, DType::BF16, &shape, &dev)?.to_dtype(DType::F32)
+            }
             Ct2Dtype::I8 => {
                 let v: Vec<f32> = self.data.iter().map(|&b| b as i8 as f32).collect();
                 Tensor::from_vec(v, shape, &dev)
             }
             Ct2Dtype::I16 => {
-                let v: Vec<f32> =
-                    self.data.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32).collect();
+                let v: Vec<f32> = self
+                    .data
+                    .chunks_exact(2)
+                    .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32)
+                    .collect();
                 Tensor::from_vec(v, shape, &dev)
             }
             Ct2Dtype::I32 => {
@@ -125,7 +132,8 @@ impl<'a> Reader<'a> {
         self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn string(&mut self) -> Option<String> {
         let n = self.u16()? as usize;
@@ -138,8 +146,10 @@ impl<'a> Reader<'a> {
 impl Ct2Model {
     /// Reads and parses a `model.bin` file.
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| RuntimeError::BadFile { path: path.to_path_buf(), msg: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::BadFile {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
         Self::parse(&bytes, path)
     }
 
@@ -152,7 +162,9 @@ impl Ct2Model {
         let mut r = Reader { buf: bytes, pos: 0 };
         let version = r.u32().ok_or_else(|| bad("file too short"))?;
         if !(3..=6).contains(&version) {
-            return Err(bad(&format!("unsupported binary version {version} (expected 3 to 6)")));
+            return Err(bad(&format!(
+                "unsupported binary version {version} (expected 3 to 6)"
+            )));
         }
         let spec = r.string().ok_or_else(|| bad("truncated header"))?;
         let revision = r.u32().ok_or_else(|| bad("truncated header"))?;
@@ -172,7 +184,9 @@ impl Ct2Model {
             let nbytes = r.u32().ok_or_else(trunc)? as usize;
             let numel: usize = shape.iter().product();
             if numel.checked_mul(dtype.size()) != Some(nbytes) {
-                return Err(bad(&format!("variable {name}: {nbytes} bytes do not fit shape {shape:?}")));
+                return Err(bad(&format!(
+                    "variable {name}: {nbytes} bytes do not fit shape {shape:?}"
+                )));
             }
             let data = r.take(nbytes).ok_or_else(trunc)?.to_vec();
             variables.insert(name, Ct2Variable { shape, dtype, data });
@@ -189,14 +203,21 @@ impl Ct2Model {
                 }
             }
         }
-        Ok(Self { path: path.to_path_buf(), spec, revision, variables })
+        Ok(Self {
+            path: path.to_path_buf(),
+            spec,
+            revision,
+            variables,
+        })
     }
 
     fn get(&self, name: &str) -> Result<&Ct2Variable> {
-        self.variables.get(name).ok_or_else(|| RuntimeError::BadFile {
-            path: self.path.clone(),
-            msg: format!("missing variable `{name}`"),
-        })
+        self.variables
+            .get(name)
+            .ok_or_else(|| RuntimeError::BadFile {
+                path: self.path.clone(),
+                msg: format!("missing variable `{name}`"),
+            })
     }
 
     /// A weight as f32, dequantizing int8/int16 weights with their
@@ -206,23 +227,39 @@ impl Ct2Model {
         let t = v.to_f32_tensor()?;
         if matches!(v.dtype, Ct2Dtype::I8 | Ct2Dtype::I16) {
             let scale = self.get(&format!("{name}_scale"))?.to_f32_tensor()?;
-            let scale = if scale.rank() == 0 { scale.reshape(1)? } else { scale };
+            let scale = if scale.rank() == 0 {
+                scale.reshape(1)?
+            } else {
+                scale
+            };
             let rows = t.dim(0)?;
-            let scale = if scale.dim(0)? == 1 { scale.broadcast_as(rows)?.contiguous()? } else { scale };
+            let scale = if scale.dim(0)? == 1 {
+                scale.broadcast_as(rows)?.contiguous()?
+            } else {
+                scale
+            };
             return Ok(t.broadcast_div(&scale.reshape((rows, 1))?)?);
         }
         Ok(t)
     }
 
     fn int(&self, name: &str) -> Result<i64> {
-        self.get(name)?.as_int().ok_or_else(|| RuntimeError::BadFile {
-            path: self.path.clone(),
-            msg: format!("variable `{name}` is not an integer scalar"),
-        })
+        self.get(name)?
+            .as_int()
+            .ok_or_else(|| RuntimeError::BadFile {
+                path: self.path.clone(),
+                msg: format!("variable `{name}` is not an integer scalar"),
+            })
     }
 
     fn count_layers(&self, prefix: &str) -> usize {
-        (0..).take_while(|i| self.variables.keys().any(|k| k.starts_with(&format!("{prefix}/layer_{i}/")))).count()
+        (0..)
+            .take_while(|i| {
+                self.variables
+                    .keys()
+                    .any(|k| k.starts_with(&format!("{prefix}/layer_{i}/")))
+            })
+            .count()
     }
 
     /// Converts a `WhisperSpec` model into Hugging Face-named f32 tensors and
@@ -252,10 +289,15 @@ impl Ct2Model {
         // Splits a fused [k*d, d] weight (and [k*d] bias) into k parts.
         let split = |t: &Tensor, k: usize| -> Result<Vec<Tensor>> {
             let n = t.dim(0)? / k;
-            (0..k).map(|i| Ok(t.narrow(0, i * n, n)?.contiguous()?)).collect()
+            (0..k)
+                .map(|i| Ok(t.narrow(0, i * n, n)?.contiguous()?))
+                .collect()
         };
         let ln = |src: &str| -> Result<(Tensor, Tensor)> {
-            Ok((self.weight(&format!("{src}/gamma"))?, self.weight(&format!("{src}/beta"))?))
+            Ok((
+                self.weight(&format!("{src}/gamma"))?,
+                self.weight(&format!("{src}/beta"))?,
+            ))
         };
         for (side, n_layers) in [("encoder", enc_layers), ("decoder", dec_layers)] {
             let hf = format!("model.{side}");
@@ -263,38 +305,68 @@ impl Ct2Model {
                 let c = format!("{side}/layer_{i}");
                 let h = format!("{hf}.layers.{i}");
                 // Self-attention: fused QKV (linear_0), output (linear_1).
-                let w = split(&self.weight(&format!("{c}/self_attention/linear_0/weight"))?, 3)?;
-                let b = split(&self.weight(&format!("{c}/self_attention/linear_0/bias"))?, 3)?;
+                let w = split(
+                    &self.weight(&format!("{c}/self_attention/linear_0/weight"))?,
+                    3,
+                )?;
+                let b = split(
+                    &self.weight(&format!("{c}/self_attention/linear_0/bias"))?,
+                    3,
+                )?;
                 for (j, p) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
                     put(format!("{h}.self_attn.{p}.weight"), w[j].clone());
                     if *p != "k_proj" {
                         put(format!("{h}.self_attn.{p}.bias"), b[j].clone());
                     }
                 }
-                put(format!("{h}.self_attn.out_proj.weight"), self.weight(&format!("{c}/self_attention/linear_1/weight"))?);
-                put(format!("{h}.self_attn.out_proj.bias"), self.weight(&format!("{c}/self_attention/linear_1/bias"))?);
+                put(
+                    format!("{h}.self_attn.out_proj.weight"),
+                    self.weight(&format!("{c}/self_attention/linear_1/weight"))?,
+                );
+                put(
+                    format!("{h}.self_attn.out_proj.bias"),
+                    self.weight(&format!("{c}/self_attention/linear_1/bias"))?,
+                );
                 let (g, be) = ln(&format!("{c}/self_attention/layer_norm"))?;
                 put(format!("{h}.self_attn_layer_norm.weight"), g);
                 put(format!("{h}.self_attn_layer_norm.bias"), be);
                 if side == "decoder" {
                     // Cross-attention: Q (linear_0), fused KV (linear_1), output (linear_2).
                     let a = format!("{c}/attention");
-                    put(format!("{h}.encoder_attn.q_proj.weight"), self.weight(&format!("{a}/linear_0/weight"))?);
-                    put(format!("{h}.encoder_attn.q_proj.bias"), self.weight(&format!("{a}/linear_0/bias"))?);
+                    put(
+                        format!("{h}.encoder_attn.q_proj.weight"),
+                        self.weight(&format!("{a}/linear_0/weight"))?,
+                    );
+                    put(
+                        format!("{h}.encoder_attn.q_proj.bias"),
+                        self.weight(&format!("{a}/linear_0/bias"))?,
+                    );
                     let w = split(&self.weight(&format!("{a}/linear_1/weight"))?, 2)?;
                     let b = split(&self.weight(&format!("{a}/linear_1/bias"))?, 2)?;
                     put(format!("{h}.encoder_attn.k_proj.weight"), w[0].clone());
                     put(format!("{h}.encoder_attn.v_proj.weight"), w[1].clone());
                     put(format!("{h}.encoder_attn.v_proj.bias"), b[1].clone());
-                    put(format!("{h}.encoder_attn.out_proj.weight"), self.weight(&format!("{a}/linear_2/weight"))?);
-                    put(format!("{h}.encoder_attn.out_proj.bias"), self.weight(&format!("{a}/linear_2/bias"))?);
+                    put(
+                        format!("{h}.encoder_attn.out_proj.weight"),
+                        self.weight(&format!("{a}/linear_2/weight"))?,
+                    );
+                    put(
+                        format!("{h}.encoder_attn.out_proj.bias"),
+                        self.weight(&format!("{a}/linear_2/bias"))?,
+                    );
                     let (g, be) = ln(&format!("{a}/layer_norm"))?;
                     put(format!("{h}.encoder_attn_layer_norm.weight"), g);
                     put(format!("{h}.encoder_attn_layer_norm.bias"), be);
                 }
                 for (src, dst) in [("linear_0", "fc1"), ("linear_1", "fc2")] {
-                    put(format!("{h}.{dst}.weight"), self.weight(&format!("{c}/ffn/{src}/weight"))?);
-                    put(format!("{h}.{dst}.bias"), self.weight(&format!("{c}/ffn/{src}/bias"))?);
+                    put(
+                        format!("{h}.{dst}.weight"),
+                        self.weight(&format!("{c}/ffn/{src}/weight"))?,
+                    );
+                    put(
+                        format!("{h}.{dst}.bias"),
+                        self.weight(&format!("{c}/ffn/{src}/bias"))?,
+                    );
                 }
                 let (g, be) = ln(&format!("{c}/ffn/layer_norm"))?;
                 put(format!("{h}.final_layer_norm.weight"), g);
@@ -303,11 +375,20 @@ impl Ct2Model {
             let (g, be) = ln(&format!("{side}/layer_norm"))?;
             put(format!("{hf}.layer_norm.weight"), g);
             put(format!("{hf}.layer_norm.bias"), be);
-            put(format!("{hf}.embed_positions.weight"), self.weight(&format!("{side}/position_encodings/encodings"))?);
+            put(
+                format!("{hf}.embed_positions.weight"),
+                self.weight(&format!("{side}/position_encodings/encodings"))?,
+            );
         }
         for conv in ["conv1", "conv2"] {
-            put(format!("model.encoder.{conv}.weight"), self.weight(&format!("encoder/{conv}/weight"))?);
-            put(format!("model.encoder.{conv}.bias"), self.weight(&format!("encoder/{conv}/bias"))?);
+            put(
+                format!("model.encoder.{conv}.weight"),
+                self.weight(&format!("encoder/{conv}/weight"))?,
+            );
+            put(
+                format!("model.encoder.{conv}.bias"),
+                self.weight(&format!("encoder/{conv}/bias"))?,
+            );
         }
         let emb = self.weight("decoder/embeddings/weight")?;
         put("model.decoder.embed_tokens.weight".into(), emb.clone());
@@ -381,22 +462,107 @@ mod tests {
         assert_eq!(m.spec, "WhisperSpec");
         assert_eq!(m.revision, 3);
         let w = m.variables["alias_w"].to_f32_tensor().unwrap();
-        assert_eq!(w.to_vec2::<f32>().unwrap(), vec![vec![1.5, -2.0], vec![0.25, 4.0]]);
+        assert_eq!(
+            w.to_vec2::<f32>().unwrap(),
+            vec![vec![1.5, -2.0], vec![0.25, 4.0]]
+        );
         assert_eq!(m.variables["heads"].as_int(), Some(6));
-        assert_eq!(m.variables["q"].to_f32_tensor().unwrap().to_vec1::<f32>().unwrap(), vec![10.0, -10.0]);
+        assert_eq!(
+            m.variables["q"]
+                .to_f32_tensor()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            vec![10.0, -10.0]
+        );
     }
 
     #[test]
     fn truncated_and_foreign_files_are_errors() {
         let full = sample();
         for cut in [0, 3, 10, 30, full.len() - 5] {
-            let err = Ct2Model::parse(&full[..cut], Path::new("x/model.bin")).unwrap_err().to_string();
+            let err = Ct2Model::parse(&full[..cut], Path::new("x/model.bin"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("x/model.bin"), "{err}");
         }
-        let err = Ct2Model::parse(b"PK\x03\x04 zip file, not a model", Path::new("m.bin")).unwrap_err();
+        let err =
+            Ct2Model::parse(b"PK\x03\x04 zip file, not a model", Path::new("m.bin")).unwrap_err();
         assert!(err.to_string().contains("binary version"), "{err}");
         let m = Ct2Model::parse(&full, Path::new("m.bin")).unwrap();
         let err = m.whisper_to_hf().unwrap_err().to_string();
         assert!(err.contains("missing variable"), "{err}");
+    }
+
+    fn fixture(rel: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(rel)
+    }
+
+    /// The converter's own output (tools/fixtures/gen_ct2.py) maps back onto
+    /// exactly the Hugging Face tensors it was made from (f32: bit-exact;
+    /// f16: within f16 rounding), and the derived config matches.
+    #[test]
+    fn converter_output_maps_back_to_hf_weights() {
+        for (name, ct2, tol) in [
+            ("tiny-multi", "tiny-multi-float32", 0.0f32),
+            ("tiny-en", "tiny-en-float32", 0.0),
+            ("tiny-en", "tiny-en-float16", 2e-3),
+        ] {
+            let hf_dir = fixture(&format!("whisper/{name}"));
+            let hf = candle_core::safetensors::load(hf_dir.join("model.safetensors"), &Device::Cpu)
+                .unwrap();
+            let m = Ct2Model::read(&fixture(&format!("whisper-ct2/{ct2}/model.bin"))).unwrap();
+            let (mapped, config) = m.whisper_to_hf().unwrap();
+            for (k, want) in &hf {
+                let got = mapped
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{ct2}: `{k}` not mapped"));
+                assert_eq!(got.dims(), want.dims(), "{ct2}: {k}");
+                let err = (got - want.to_dtype(DType::F32).unwrap())
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    err <= tol
+                        * (1.0
+                            + want
+                                .abs()
+                                .unwrap()
+                                .flatten_all()
+                                .unwrap()
+                                .max(0)
+                                .unwrap()
+                                .to_scalar::<f32>()
+                                .unwrap()),
+                    "{ct2}: {k} max abs err {err}"
+                );
+            }
+            let hf_config: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(hf_dir.join("config.json")).unwrap())
+                    .unwrap();
+            for key in [
+                "d_model",
+                "num_mel_bins",
+                "vocab_size",
+                "encoder_layers",
+                "decoder_layers",
+                "encoder_attention_heads",
+                "decoder_attention_heads",
+                "encoder_ffn_dim",
+                "decoder_ffn_dim",
+                "max_source_positions",
+                "max_target_positions",
+            ] {
+                assert_eq!(config[key], hf_config[key], "{ct2}: config key {key}");
+            }
+        }
     }
 }

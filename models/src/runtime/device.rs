@@ -40,8 +40,9 @@ impl DeviceSpec {
                             .into(),
                     ));
                 }
-                Device::new_cuda(n)
-                    .map_err(|e| RuntimeError::DeviceUnavailable(format!("cuda:{n}"), e.to_string()))
+                Device::new_cuda(n).map_err(|e| {
+                    RuntimeError::DeviceUnavailable(format!("cuda:{n}"), e.to_string())
+                })
             }
         }
     }

@@ -20,7 +20,9 @@ impl ModelDir {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if path.is_dir() {
-            return Ok(Self { root: path.to_path_buf() });
+            return Ok(Self {
+                root: path.to_path_buf(),
+            });
         }
         if path.is_relative() {
             if let Some(base) = std::env::var_os("VOXTOK_MODELS") {
@@ -71,17 +73,26 @@ impl ModelDir {
         }
         if let Some(index) = self.file("model.safetensors.index.json") {
             let v: serde_json::Value = read_json(&index)?;
-            let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
-                RuntimeError::BadFile { path: index.clone(), msg: "no `weight_map` object".into() }
-            })?;
-            let mut files: Vec<String> =
-                map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| RuntimeError::BadFile {
+                    path: index.clone(),
+                    msg: "no `weight_map` object".into(),
+                })?;
+            let mut files: Vec<String> = map
+                .values()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect();
             files.sort();
             files.dedup();
             return files.iter().map(|f| self.require(f)).collect();
         }
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.root)
-            .map_err(|e| RuntimeError::BadFile { path: self.root.clone(), msg: e.to_string() })?
+            .map_err(|e| RuntimeError::BadFile {
+                path: self.root.clone(),
+                msg: e.to_string(),
+            })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
             .collect();
@@ -111,21 +122,29 @@ impl ModelDir {
 
 /// Reads and parses a JSON file, naming the file in any error.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| RuntimeError::BadFile { path: path.to_path_buf(), msg: e.to_string() })?;
-    serde_json::from_str(&text)
-        .map_err(|e| RuntimeError::BadFile { path: path.to_path_buf(), msg: format!("invalid JSON: {e}") })
+    let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::BadFile {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| RuntimeError::BadFile {
+        path: path.to_path_buf(),
+        msg: format!("invalid JSON: {e}"),
+    })
 }
 
 /// Checks that a file starts with a plausible safetensors header, so a
 /// truncated or wrong file is reported by name instead of deep in candle.
 fn check_safetensors_header(path: &Path) -> Result<()> {
     use std::io::Read;
-    let bad = |msg: String| RuntimeError::BadFile { path: path.to_path_buf(), msg };
+    let bad = |msg: String| RuntimeError::BadFile {
+        path: path.to_path_buf(),
+        msg,
+    };
     let mut f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
     let len = f.metadata().map_err(|e| bad(e.to_string()))?.len();
     let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(|_| bad("too short to be a safetensors file".into()))?;
+    f.read_exact(&mut n)
+        .map_err(|_| bad("too short to be a safetensors file".into()))?;
     let header = u64::from_le_bytes(n);
     if header == 0 || header > len.saturating_sub(8) {
         return Err(bad("not a safetensors file (bad header length)".into()));
@@ -148,7 +167,11 @@ mod tests {
         assert!(err.contains("config.json"), "{err}");
         assert!(md.safetensors().is_err());
         std::fs::write(dir.join("model.safetensors"), b"garbage").unwrap();
-        let err = md.var_builder(DType::F32, &Device::Cpu).err().unwrap().to_string();
+        let err = md
+            .var_builder(DType::F32, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("model.safetensors"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
