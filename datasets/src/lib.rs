@@ -1,1 +1,4 @@
 //! voxtok-datasets
+
+pub mod asterisk;
+pub mod english;
