@@ -1,6 +1,7 @@
-//! Reader for the Asterisk core sound prompts (Debian `asterisk-core-sounds-en`
-//! + `-wav`, CC-BY-SA-3.0): real human speech at 8 kHz with transcripts in
-//! `core-sounds-en.txt` (`name: Transcript.` per line, `;` comments).
+//! Reader for the Asterisk core sound prompts (Debian packages
+//! `asterisk-core-sounds-en` and `asterisk-core-sounds-en-wav`, CC-BY-SA-3.0):
+//! real human speech at 8 kHz with transcripts in `core-sounds-en.txt`
+//! (`name: Transcript.` per line, `;` comments).
 //! `scripts/setup.sh` unpacks them to `data/speech/asterisk/` with the
 //! transcripts as `transcripts.txt`.
 
