@@ -1,4 +1,6 @@
 //! voxtok-models: the tensor runtime and every model voxtok runs (Whisper
 //! ASR, discrete audio tokenizers, text tokenizers, LLMs, speech-to-LaTeX).
 
+pub mod llm;
 pub mod runtime;
+pub mod text;
