@@ -21,8 +21,10 @@
 
 pub mod error;
 pub mod graph;
+pub mod inputs;
 pub mod item;
 pub mod metrics;
+pub mod records;
 mod reorder;
 pub mod sink;
 pub mod source;
@@ -30,8 +32,10 @@ pub mod stage;
 
 pub use error::PipelineError;
 pub use graph::{Cancel, Graph, GraphOptions, Port, Running};
+pub use inputs::{Input, InputError, Shard};
 pub use item::{payload, BoxError, Failed, Item, Msg, StreamId};
 pub use metrics::{Metrics, Report, StageStats};
+pub use records::{Format, RecordWriter};
 pub use sink::{Collect, Sink, SinkHandle};
 pub use source::{IterSource, Source, SourceCtx, Stopped};
 pub use stage::{batch_fn, map, BatchOpts, BatchStage, Emit, Map, Stage};
