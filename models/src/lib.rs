@@ -4,3 +4,4 @@
 pub mod llm;
 pub mod runtime;
 pub mod text;
+pub mod whisper;

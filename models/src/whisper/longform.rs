@@ -1,0 +1,422 @@
+//! Long-form transcription: sequential 30 s windows with seek by the last
+//! timestamp (openai-whisper's `transcribe`), temperature fallback and
+//! no-speech skipping, for several streams at once (one batch row each).
+//!
+//! Memory is bounded: a stream keeps at most one window of 16 kHz samples
+//! plus one decoder chunk; features are computed per window.
+
+use super::decoding::{DecodeOptions, Decoder, DecodingResult};
+use super::{Result, Whisper, WhisperError};
+use candle_core::Tensor;
+use voxtok_codecs::mel::{LogMel, MelPadding};
+
+/// 16 kHz samples per mel frame.
+pub const HOP: usize = 160;
+/// Samples in one 30 s window.
+pub const WINDOW_SAMPLES: usize = 480_000;
+/// Audio shorter than this (seconds) gives an empty transcript.
+pub const MIN_DURATION_S: f64 = 0.1;
+
+/// Long-form and fallback options (openai-whisper's defaults).
+#[derive(Debug, Clone)]
+pub struct TranscribeOptions {
+    pub decode: DecodeOptions,
+    /// Tried in order until a window passes the thresholds; `[0.0]`: no fallback.
+    pub temperatures: Vec<f64>,
+    pub compression_ratio_threshold: Option<f64>,
+    pub logprob_threshold: Option<f64>,
+    /// Windows whose no-speech probability exceeds this (and whose average
+    /// log-prob is below `logprob_threshold`) are skipped as silence.
+    pub no_speech_threshold: Option<f64>,
+}
+
+impl Default for TranscribeOptions {
+    fn default() -> Self {
+        Self {
+            decode: DecodeOptions::default(),
+            temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            compression_ratio_threshold: Some(2.4),
+            logprob_threshold: Some(-1.0),
+            no_speech_threshold: Some(0.6),
+        }
+    }
+}
+
+/// One timed piece of a transcript.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    /// Token ids, timestamps included.
+    pub tokens: Vec<u32>,
+    pub avg_logprob: f64,
+    pub no_speech_prob: f64,
+    pub temperature: f64,
+    pub compression_ratio: f64,
+}
+
+/// The transcript of one input.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Transcript {
+    pub text: String,
+    /// Language code (detected or given).
+    pub language: String,
+    pub segments: Vec<Segment>,
+    pub duration_s: f64,
+}
+
+/// Where a stream's 16 kHz mono samples come from, read forward once.
+pub trait SampleSource: Send {
+    /// The next chunk, or `None` at the end; errors are messages for the user.
+    fn next_chunk(&mut self) -> std::result::Result<Option<Vec<f32>>, String>;
+}
+
+/// Samples already in memory.
+pub struct InMemory(Option<Vec<f32>>);
+
+impl InMemory {
+    pub fn new(samples: Vec<f32>) -> Self {
+        Self(Some(samples))
+    }
+}
+
+impl SampleSource for InMemory {
+    fn next_chunk(&mut self) -> std::result::Result<Option<Vec<f32>>, String> {
+        Ok(self.0.take())
+    }
+}
+
+/// One input being transcribed.
+pub struct Stream {
+    source: Box<dyn SampleSource>,
+    buf: Vec<f32>,
+    /// Absolute sample index of `buf[0]`.
+    buf_start: usize,
+    eof: bool,
+    /// Current position in mel frames.
+    seek: usize,
+    language: Option<u32>,
+    transcript: Transcript,
+    error: Option<String>,
+    done: bool,
+    tokens_decoded: usize,
+}
+
+impl Stream {
+    pub fn new(source: Box<dyn SampleSource>) -> Self {
+        Self {
+            source,
+            buf: Vec::new(),
+            buf_start: 0,
+            eof: false,
+            seek: 0,
+            language: None,
+            transcript: Transcript::default(),
+            error: None,
+            done: false,
+            tokens_decoded: 0,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Number of tokens sampled so far (all windows, final passes only).
+    pub fn tokens_decoded(&self) -> usize {
+        self.tokens_decoded
+    }
+
+    /// The transcript, or the error that stopped this stream.
+    pub fn into_result(self) -> std::result::Result<Transcript, String> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.transcript),
+        }
+    }
+
+    fn fail(&mut self, e: String) {
+        self.error = Some(e);
+        self.done = true;
+        self.buf = Vec::new();
+    }
+
+    /// Reads until the window at `seek` is buffered (or the input ends).
+    fn fill(&mut self) {
+        let start = self.seek * HOP;
+        // Drop samples before the window.
+        if start > self.buf_start {
+            let drop = (start - self.buf_start).min(self.buf.len());
+            self.buf.drain(..drop);
+            self.buf_start += drop;
+        }
+        while !self.eof && self.buf_start + self.buf.len() < start + WINDOW_SAMPLES {
+            match self.source.next_chunk() {
+                Ok(Some(c)) => {
+                    let skip = start
+                        .saturating_sub(self.buf_start + self.buf.len())
+                        .min(c.len());
+                    self.buf_start += skip;
+                    self.buf.extend_from_slice(&c[skip..]);
+                }
+                Ok(None) => self.eof = true,
+                Err(e) => {
+                    self.fail(e);
+                    return;
+                }
+            }
+        }
+        if self.eof {
+            self.transcript.duration_s = (self.buf_start + self.buf.len()) as f64 / 16000.0;
+        }
+    }
+
+    /// Total mel frames when known.
+    fn content_frames(&self) -> Option<usize> {
+        self.eof.then_some((self.buf_start + self.buf.len()) / HOP)
+    }
+
+    /// The 16 kHz samples of the window at `seek` and its length in frames.
+    fn window(&self) -> (&[f32], usize) {
+        let start = (self.seek * HOP)
+            .saturating_sub(self.buf_start)
+            .min(self.buf.len());
+        let end = (start + WINDOW_SAMPLES).min(self.buf.len());
+        let frames = match self.content_frames() {
+            Some(total) => (total - self.seek).min(WINDOW_SAMPLES / HOP),
+            None => WINDOW_SAMPLES / HOP,
+        };
+        (&self.buf[start..end], frames)
+    }
+}
+
+/// Transcribes batches of streams window by window.
+pub struct Transcriber<'a> {
+    w: &'a Whisper,
+    dec: Decoder<'a>,
+    mel: LogMel,
+    pub opts: TranscribeOptions,
+}
+
+impl<'a> Transcriber<'a> {
+    pub fn new(w: &'a Whisper, opts: TranscribeOptions) -> Result<Self> {
+        let mel = LogMel::new(w.n_mels(), MelPadding::Whisper30s)
+            .map_err(|e| WhisperError::Options(format!("log-mel front-end: {e}")))?;
+        if opts.temperatures.is_empty() {
+            return Err(WhisperError::Options(
+                "at least one temperature is needed".into(),
+            ));
+        }
+        Ok(Self {
+            w,
+            dec: Decoder::new(w),
+            mel,
+            opts,
+        })
+    }
+
+    /// Runs every stream to its end; streams advance together, one batch
+    /// row each, so `streams.len()` is the batch size.
+    pub fn run(&mut self, streams: &mut [Stream]) -> Result<()> {
+        while self.step(streams)? {}
+        Ok(())
+    }
+
+    /// Decodes one window of every unfinished stream; `false` when all are done.
+    pub fn step(&mut self, streams: &mut [Stream]) -> Result<bool> {
+        let n_mels = self.w.n_mels();
+        let n_frames = WINDOW_SAMPLES / HOP;
+        let mut active = Vec::new();
+        let mut mels: Vec<f32> = Vec::new();
+        let mut sizes = Vec::new();
+        for (i, s) in streams.iter_mut().enumerate() {
+            if s.done {
+                continue;
+            }
+            s.fill();
+            if s.done {
+                continue;
+            }
+            let total = s.content_frames();
+            let too_short = s.eof && s.transcript.duration_s < MIN_DURATION_S;
+            if too_short || total.is_some_and(|t| s.seek >= t) {
+                s.done = true;
+                s.buf = Vec::new();
+                continue;
+            }
+            let (samples, frames) = s.window();
+            let m = self.mel.compute(samples);
+            debug_assert_eq!((m.n_mels, m.n_frames), (n_mels, n_frames));
+            mels.extend_from_slice(&m.data);
+            sizes.push(frames);
+            active.push(i);
+        }
+        if active.is_empty() {
+            return Ok(false);
+        }
+        let dev = self.w.model.device();
+        let mel = Tensor::from_vec(mels, (active.len(), n_mels, n_frames), dev)?;
+        let audio = self.w.model.encode(&mel)?;
+
+        // Languages: given, detected once per stream, or English-only.
+        let tok = &self.w.tokenizer;
+        let given = match &self.opts.decode.language {
+            Some(l) if tok.multilingual => Some(tok.language_id(l).ok_or_else(|| {
+                WhisperError::Options(format!("language `{l}` is not supported by this model"))
+            })?),
+            _ => None,
+        };
+        let need: Vec<usize> = (0..active.len())
+            .filter(|&r| {
+                given.is_none() && tok.multilingual && streams[active[r]].language.is_none()
+            })
+            .collect();
+        if !need.is_empty() {
+            let rows = select_rows(&audio, &need)?;
+            let detected = self.dec.detect_language(&rows)?;
+            for (&r, (id, _)) in need.iter().zip(detected) {
+                streams[active[r]].language = Some(id);
+            }
+        }
+        let langs: Vec<u32> = active
+            .iter()
+            .map(|&i| given.or(streams[i].language).unwrap_or(tok.sot + 1))
+            .collect();
+
+        // Temperature fallback, re-decoding only the rows that need it.
+        let o = &self.opts;
+        let mut results: Vec<Option<DecodingResult>> = vec![None; active.len()];
+        let mut pending: Vec<usize> = (0..active.len()).collect();
+        for (ti, &t) in o.temperatures.iter().enumerate() {
+            let rows = select_rows(&audio, &pending)?;
+            let l: Vec<u32> = pending.iter().map(|&r| langs[r]).collect();
+            let res = self.dec.decode(&rows, &l, &o.decode, t)?;
+            let last = ti + 1 == o.temperatures.len();
+            let mut still = Vec::new();
+            for (&r, res) in pending.iter().zip(res) {
+                let fallback = !last && needs_fallback(o, &res);
+                results[r] = Some(res);
+                if fallback {
+                    still.push(r);
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                break;
+            }
+        }
+        for (r, &i) in active.iter().enumerate() {
+            let res = results[r].take().expect("every row decoded");
+            accept(self.w, o, &mut streams[i], res, sizes[r]);
+        }
+        Ok(true)
+    }
+}
+
+fn select_rows(t: &Tensor, rows: &[usize]) -> Result<Tensor> {
+    if rows.len() == t.dim(0)? && rows.iter().enumerate().all(|(i, &r)| i == r) {
+        return Ok(t.clone());
+    }
+    let idx = Tensor::new(
+        rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+        t.device(),
+    )?;
+    Ok(t.index_select(&idx, 0)?)
+}
+
+/// openai-whisper's fallback test: too repetitive or too unlikely, unless silent.
+fn needs_fallback(o: &TranscribeOptions, r: &DecodingResult) -> bool {
+    let mut f = false;
+    if o.compression_ratio_threshold
+        .is_some_and(|c| r.compression_ratio > c)
+    {
+        f = true;
+    }
+    if o.logprob_threshold.is_some_and(|l| r.avg_logprob < l) {
+        f = true;
+    }
+    if o.no_speech_threshold.is_some_and(|n| r.no_speech_prob > n)
+        && o.logprob_threshold.is_some_and(|l| r.avg_logprob < l)
+    {
+        f = false;
+    }
+    f
+}
+
+/// Turns one window's result into segments and moves the stream's seek.
+fn accept(w: &Whisper, o: &TranscribeOptions, s: &mut Stream, r: DecodingResult, size: usize) {
+    let tok = &w.tokenizer;
+    if s.transcript.language.is_empty() {
+        s.transcript.language = r.language.clone();
+    }
+    if let Some(n) = o.no_speech_threshold {
+        let mut skip = r.no_speech_prob > n;
+        if o.logprob_threshold.is_some_and(|l| r.avg_logprob > l) {
+            skip = false;
+        }
+        if skip {
+            s.seek += size;
+            return;
+        }
+    }
+    s.tokens_decoded += r.tokens.len() + 1;
+    let offset = s.seek as f64 * HOP as f64 / 16000.0;
+    let tokens = &r.tokens;
+    let is_ts: Vec<bool> = tokens.iter().map(|&t| tok.is_timestamp(t)).collect();
+    let n = tokens.len();
+    let single_ending = n >= 2 && !is_ts[n - 2] && is_ts[n - 1];
+    let consecutive: Vec<usize> = (1..n).filter(|&i| is_ts[i - 1] && is_ts[i]).collect();
+    let mut segs: Vec<(f64, f64, Vec<u32>)> = Vec::new();
+    if !consecutive.is_empty() {
+        let mut slices = consecutive.clone();
+        if single_ending {
+            slices.push(n);
+        }
+        let mut last = 0;
+        for &cur in &slices {
+            let sl = &tokens[last..cur];
+            let start = offset + tok.timestamp_seconds(sl[0]);
+            let end = offset + tok.timestamp_seconds(sl[sl.len() - 1]);
+            segs.push((start, end, sl.to_vec()));
+            last = cur;
+        }
+        if single_ending {
+            s.seek += size;
+        } else {
+            let last_pos = (tokens[last - 1] - tok.timestamp_begin) as usize;
+            // (A window that ends at <|0.00|> would never advance: take it whole.)
+            s.seek += if last_pos == 0 {
+                size
+            } else {
+                (last_pos * 2).min(size)
+            };
+        }
+    } else {
+        let mut duration = size as f64 * HOP as f64 / 16000.0;
+        if let Some(&t) = tokens.iter().rev().find(|&&t| tok.is_timestamp(t)) {
+            if t != tok.timestamp_begin {
+                duration = tok.timestamp_seconds(t);
+            }
+        }
+        segs.push((offset, offset + duration, tokens.clone()));
+        s.seek += size;
+    }
+    for (start, end, toks) in segs {
+        let text = tok.decode(&toks).unwrap_or_default();
+        if start == end || text.trim().is_empty() {
+            continue;
+        }
+        s.transcript.segments.push(Segment {
+            start,
+            end,
+            text: text.clone(),
+            tokens: toks,
+            avg_logprob: r.avg_logprob,
+            no_speech_prob: r.no_speech_prob,
+            temperature: r.temperature,
+            compression_ratio: r.compression_ratio,
+        });
+        s.transcript.text.push_str(&text);
+    }
+}

@@ -1,0 +1,406 @@
+//! The Whisper network: audio encoder (2 convolutions + pre-LN transformer)
+//! and text decoder (causal self-attention with a preallocated KV cache,
+//! cross-attention on the encoder output). Batched throughout; weights use
+//! the Hugging Face names (`model.encoder.*`, `model.decoder.*`).
+
+use super::config::WhisperConfig;
+use super::kv_cache::{DecoderCache, KvCache};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{Conv1d, Conv1dConfig, LayerNorm, Linear, VarBuilder};
+
+fn linear(i: usize, o: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    let w = vb.get((o, i), "weight")?;
+    let b = if bias { Some(vb.get(o, "bias")?) } else { None };
+    Ok(Linear::new(w, b))
+}
+
+fn layer_norm(n: usize, vb: VarBuilder) -> Result<LayerNorm> {
+    Ok(LayerNorm::new(
+        vb.get(n, "weight")?,
+        vb.get(n, "bias")?,
+        1e-5,
+    ))
+}
+
+fn conv1d(i: usize, o: usize, stride: usize, vb: VarBuilder) -> Result<Conv1d> {
+    let cfg = Conv1dConfig {
+        padding: 1,
+        stride,
+        dilation: 1,
+        groups: 1,
+        cudnn_fwd_algo: None,
+    };
+    Ok(Conv1d::new(
+        vb.get((o, i, 3), "weight")?,
+        Some(vb.get(o, "bias")?),
+        cfg,
+    ))
+}
+
+/// Multi-head attention with Whisper's projections (no bias on `k_proj`).
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn load(d: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            q: linear(d, d, true, vb.pp("q_proj"))?,
+            k: linear(d, d, false, vb.pp("k_proj"))?,
+            v: linear(d, d, true, vb.pp("v_proj"))?,
+            o: linear(d, d, true, vb.pp("out_proj"))?,
+            heads,
+            head_dim: d / heads,
+        })
+    }
+
+    /// `[b, t, d]` → `[b, heads, t, head_dim]`, contiguous.
+    fn split(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        x.reshape((b, t, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// Keys and values of `x`, split into heads.
+    fn kv(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.split(&self.k.forward(x)?)?,
+            self.split(&self.v.forward(x)?)?,
+        ))
+    }
+
+    fn query(&self, x: &Tensor) -> Result<Tensor> {
+        let scale = (self.head_dim as f64).powf(-0.5);
+        self.split(&(self.q.forward(x)? * scale)?)
+    }
+
+    /// Scaled dot-product attention of split `q` over `k`, `v`, merged and
+    /// projected back to `[b, tq, d]`. `mask` is added to the scores.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, _, tq, _) = q.dims4()?;
+        let mut w = q.matmul(&k.t()?)?;
+        if let Some(m) = mask {
+            w = w.broadcast_add(m)?;
+        }
+        let w = candle_nn::ops::softmax_last_dim(&w)?;
+        let out = w
+            .matmul(v)?
+            .transpose(1, 2)?
+            .reshape((b, tq, self.heads * self.head_dim))?;
+        self.o.forward(&out)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    ln: LayerNorm,
+}
+
+impl Mlp {
+    fn load(d: usize, ffn: usize, vb: &VarBuilder) -> Result<Self> {
+        Ok(Self {
+            fc1: linear(d, ffn, true, vb.pp("fc1"))?,
+            fc2: linear(ffn, d, true, vb.pp("fc2"))?,
+            ln: layer_norm(d, vb.pp("final_layer_norm"))?,
+        })
+    }
+    /// `x + fc2(gelu(fc1(ln(x))))` (exact erf GELU, as `transformers`).
+    fn residual(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self
+            .fc2
+            .forward(&self.fc1.forward(&self.ln.forward(x)?)?.gelu_erf()?)?;
+        x + h
+    }
+}
+
+#[derive(Debug, Clone)]
+struct EncoderLayer {
+    attn: Attention,
+    attn_ln: LayerNorm,
+    mlp: Mlp,
+}
+
+impl EncoderLayer {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.attn_ln.forward(x)?;
+        let (k, v) = self.attn.kv(&h)?;
+        let q = self.attn.query(&h)?;
+        let x = (x + self.attn.attend(&q, &k, &v, None)?)?;
+        self.mlp.residual(&x)
+    }
+}
+
+/// The audio encoder: log-mel `[batch, n_mels, 2·frames]` → `[batch, frames, d]`.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    conv1: Conv1d,
+    conv2: Conv1d,
+    positions: Tensor,
+    layers: Vec<EncoderLayer>,
+    ln: LayerNorm,
+    n_mels: usize,
+}
+
+impl Encoder {
+    fn load(cfg: &WhisperConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.d_model;
+        let positions = if vb.contains_tensor("embed_positions.weight") {
+            vb.get((cfg.max_source_positions, d), "embed_positions.weight")?
+        } else {
+            sinusoids(cfg.max_source_positions, d, vb.device())?.to_dtype(vb.dtype())?
+        };
+        let layers = (0..cfg.encoder_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("layers.{i}"));
+                Ok(EncoderLayer {
+                    attn: Attention::load(d, cfg.encoder_attention_heads, vb.pp("self_attn"))?,
+                    attn_ln: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
+                    mlp: Mlp::load(d, cfg.encoder_ffn(), &vb)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            conv1: conv1d(cfg.num_mel_bins, d, 1, vb.pp("conv1"))?,
+            conv2: conv1d(d, d, 2, vb.pp("conv2"))?,
+            positions,
+            layers,
+            ln: layer_norm(d, vb.pp("layer_norm"))?,
+            n_mels: cfg.num_mel_bins,
+        })
+    }
+
+    /// Encodes a batch of log-mel windows.
+    pub fn forward(&self, mel: &Tensor) -> Result<Tensor> {
+        let (_, n_mels, frames) = mel.dims3()?;
+        if n_mels != self.n_mels || frames != 2 * self.positions.dim(0)? {
+            candle_core::bail!(
+                "encoder input is [{n_mels} × {frames}], the model expects [{} × {}]",
+                self.n_mels,
+                2 * self.positions.dim(0)?
+            );
+        }
+        let x = self.conv1.forward(mel)?.gelu_erf()?;
+        let x = self.conv2.forward(&x)?.gelu_erf()?;
+        let mut x = x.transpose(1, 2)?.broadcast_add(&self.positions)?;
+        for l in &self.layers {
+            x = l.forward(&x)?;
+        }
+        self.ln.forward(&x)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    attn: Attention,
+    attn_ln: LayerNorm,
+    cross: Attention,
+    cross_ln: LayerNorm,
+    mlp: Mlp,
+}
+
+/// The text decoder with tied (or separate `proj_out`) output projection.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    embed: Tensor,
+    positions: Tensor,
+    layers: Vec<DecoderLayer>,
+    ln: LayerNorm,
+    out: Tensor,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Decoder {
+    fn load(cfg: &WhisperConfig, vb: VarBuilder, root: &VarBuilder) -> Result<Self> {
+        let d = cfg.d_model;
+        let embed = vb.get((cfg.vocab_size, d), "embed_tokens.weight")?;
+        let layers = (0..cfg.decoder_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("layers.{i}"));
+                Ok(DecoderLayer {
+                    attn: Attention::load(d, cfg.decoder_attention_heads, vb.pp("self_attn"))?,
+                    attn_ln: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
+                    cross: Attention::load(d, cfg.decoder_attention_heads, vb.pp("encoder_attn"))?,
+                    cross_ln: layer_norm(d, vb.pp("encoder_attn_layer_norm"))?,
+                    mlp: Mlp::load(d, cfg.decoder_ffn(), &vb)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let out = if !cfg.tie_word_embeddings && root.contains_tensor("proj_out.weight") {
+            root.get((cfg.vocab_size, d), "proj_out.weight")?
+        } else {
+            embed.clone()
+        };
+        Ok(Self {
+            positions: vb.get((cfg.max_target_positions, d), "embed_positions.weight")?,
+            embed,
+            layers,
+            ln: layer_norm(d, vb.pp("layer_norm"))?,
+            out,
+            heads: cfg.decoder_attention_heads,
+            head_dim: d / cfg.decoder_attention_heads,
+        })
+    }
+
+    /// Maximum number of decoder positions (448 for released models).
+    pub fn max_len(&self) -> usize {
+        self.positions.dim(0).unwrap_or(0)
+    }
+
+    /// A cache for `batch` rows, allocated once and reused across windows.
+    pub fn new_cache(&self, batch: usize) -> Result<DecoderCache> {
+        let (dtype, dev) = (self.embed.dtype(), self.embed.device());
+        let layers = (0..self.layers.len())
+            .map(|_| KvCache::new(batch, self.heads, self.max_len(), self.head_dim, dtype, dev))
+            .collect::<Result<_>>()?;
+        Ok(DecoderCache::new(layers))
+    }
+
+    /// Computes the cross-attention keys/values of `audio` (`[batch, frames, d]`,
+    /// one row per cache row) and resets the self-attention positions.
+    pub fn start(&self, cache: &mut DecoderCache, audio: &Tensor) -> Result<()> {
+        if audio.dim(0)? != cache.batch() {
+            candle_core::bail!(
+                "audio batch {} != cache batch {}",
+                audio.dim(0)?,
+                cache.batch()
+            );
+        }
+        cache.reset();
+        cache.cross = self
+            .layers
+            .iter()
+            .map(|l| l.cross.kv(audio))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+
+    /// Runs `tokens` (`[batch, t]`, u32) after the cached positions and
+    /// returns the final hidden states `[batch, t, d]`.
+    pub fn forward(&self, tokens: &Tensor, cache: &mut DecoderCache) -> Result<Tensor> {
+        let (_, t) = tokens.dims2()?;
+        let past = cache.len();
+        if past + t > self.max_len() {
+            candle_core::bail!(
+                "decoder context overflow: {past} + {t} > {}",
+                self.max_len()
+            );
+        }
+        let emb = self.embed.index_select(&tokens.flatten_all()?, 0)?;
+        let emb = emb.reshape((tokens.dim(0)?, t, ()))?;
+        let mut x = emb.broadcast_add(&self.positions.narrow(0, past, t)?)?;
+        let mask = if t > 1 {
+            Some(causal_mask(t, past, x.dtype(), x.device())?)
+        } else {
+            None
+        };
+        for (i, l) in self.layers.iter().enumerate() {
+            let h = l.attn_ln.forward(&x)?;
+            let (k, v) = l.attn.kv(&h)?;
+            let (k, v) = cache.self_attn[i].append(&k, &v)?;
+            let q = l.attn.query(&h)?;
+            x = (x + l.attn.attend(&q, &k, &v, mask.as_ref())?)?;
+            let h = l.cross_ln.forward(&x)?;
+            let (ck, cv) = &cache.cross[i];
+            x = (&x + l.cross.attend(&l.cross.query(&h)?, ck, cv, None)?)?;
+            x = l.mlp.residual(&x)?;
+        }
+        self.ln.forward(&x)
+    }
+
+    /// Logits `[batch, t, vocab]` (f32) of hidden states `[batch, t, d]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = hidden.dims3()?;
+        let l = hidden.reshape((b * t, d))?.matmul(&self.out.t()?)?;
+        l.reshape((b, t, ()))?.to_dtype(DType::F32)
+    }
+}
+
+/// `[t, past + t]` additive mask: query `i` sees keys `0..=past + i`.
+fn causal_mask(t: usize, past: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
+    let m: Vec<f32> = (0..t)
+        .flat_map(|i| (0..past + t).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0. }))
+        .collect();
+    Tensor::from_vec(m, (t, past + t), dev)?.to_dtype(dtype)
+}
+
+/// Whisper's sinusoidal encoder positions (used when the checkpoint lacks them).
+fn sinusoids(length: usize, channels: usize, dev: &Device) -> Result<Tensor> {
+    let half = channels / 2;
+    let inc = (10000f64).ln() / (half as f64 - 1.0);
+    let mut v = vec![0f32; length * channels];
+    for t in 0..length {
+        for i in 0..half {
+            let a = t as f64 * (-(i as f64) * inc).exp();
+            v[t * channels + i] = a.sin() as f32;
+            v[t * channels + half + i] = a.cos() as f32;
+        }
+    }
+    Tensor::from_vec(v, (length, channels), dev)
+}
+
+/// Encoder + decoder of one checkpoint.
+#[derive(Debug, Clone)]
+pub struct WhisperModel {
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+    pub config: WhisperConfig,
+}
+
+impl WhisperModel {
+    /// Builds the network from a `VarBuilder` over the checkpoint's tensors.
+    pub fn load(cfg: &WhisperConfig, vb: VarBuilder) -> Result<Self> {
+        let m = vb.pp("model");
+        Ok(Self {
+            encoder: Encoder::load(cfg, m.pp("encoder"))?,
+            decoder: Decoder::load(cfg, m.pp("decoder"), &vb)?,
+            config: cfg.clone(),
+        })
+    }
+
+    /// Device and dtype the weights live on.
+    pub fn device(&self) -> &Device {
+        self.decoder.embed.device()
+    }
+    pub fn dtype(&self) -> DType {
+        self.decoder.embed.dtype()
+    }
+
+    /// Encodes `mel` (`[batch, n_mels, frames]`, any float dtype).
+    pub fn encode(&self, mel: &Tensor) -> Result<Tensor> {
+        self.encoder
+            .forward(&mel.to_device(self.device())?.to_dtype(self.dtype())?)
+    }
+
+    /// Greedy argmax over the last position of `logits` `[batch, t, vocab]`.
+    pub fn argmax_last(logits: &Tensor) -> Result<Vec<u32>> {
+        let t = logits.dim(1)?;
+        logits
+            .narrow(1, t - 1, 1)?
+            .squeeze(1)?
+            .argmax(D::Minus1)?
+            .to_vec1()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causal_mask_shape_and_values() -> Result<()> {
+        let m = causal_mask(2, 1, DType::F32, &Device::Cpu)?.to_vec2::<f32>()?;
+        assert_eq!(m[0], vec![0., 0., f32::NEG_INFINITY]);
+        assert_eq!(m[1], vec![0., 0., 0.]);
+        Ok(())
+    }
+}
