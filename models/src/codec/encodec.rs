@@ -1,0 +1,1064 @@
+//! EnCodec (Défossez et al. 2022) from a Hugging Face `EncodecModel`
+//! directory: SEANet encoder/decoder with causal weight-normed convs and an
+//! LSTM, residual vector quantizer with Euclidean codebooks.
+//!
+//! Written against `transformers`' `modeling_encodec.py` (same weight names,
+//! reflect padding, transposed-conv trimming). Supported: the 24 kHz family
+//! (`chunk_length_s = null`, `normalize = false`), mono. Also provides an
+//! incremental encoder ([`EncodecStream`]) whose codes equal whole-file
+//! encoding.
+
+use super::nn::{conv_weight, pad_reflect, Lstm, LstmState};
+use super::{AudioTokenizer, CodecError, Result, TokenizerInfo};
+use crate::runtime::{Device, ModelDir};
+use candle_core::{DType, Tensor, D};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+/// The fields of `EncodecConfig` that shape the network.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EncodecConfig {
+    #[serde(default = "d_bw")]
+    pub target_bandwidths: Vec<f64>,
+    #[serde(default = "d_sr")]
+    pub sampling_rate: u32,
+    #[serde(default = "d_one")]
+    pub audio_channels: usize,
+    #[serde(default)]
+    pub normalize: bool,
+    #[serde(default)]
+    pub chunk_length_s: Option<f64>,
+    #[serde(default = "d_hidden")]
+    pub hidden_size: usize,
+    #[serde(default = "d_filters")]
+    pub num_filters: usize,
+    #[serde(default = "d_one")]
+    pub num_residual_layers: usize,
+    #[serde(default = "d_ratios")]
+    pub upsampling_ratios: Vec<usize>,
+    #[serde(default = "d_norm")]
+    pub norm_type: String,
+    #[serde(default = "d_seven")]
+    pub kernel_size: usize,
+    #[serde(default = "d_seven")]
+    pub last_kernel_size: usize,
+    #[serde(default = "d_three")]
+    pub residual_kernel_size: usize,
+    #[serde(default = "d_two")]
+    pub dilation_growth_rate: usize,
+    #[serde(default = "d_true")]
+    pub use_causal_conv: bool,
+    #[serde(default = "d_pad")]
+    pub pad_mode: String,
+    #[serde(default = "d_two")]
+    pub compress: usize,
+    #[serde(default = "d_two")]
+    pub num_lstm_layers: usize,
+    #[serde(default = "d_trim")]
+    pub trim_right_ratio: f64,
+    #[serde(default = "d_cb")]
+    pub codebook_size: usize,
+    #[serde(default)]
+    pub codebook_dim: Option<usize>,
+    #[serde(default = "d_true")]
+    pub use_conv_shortcut: bool,
+}
+
+fn d_bw() -> Vec<f64> {
+    vec![1.5, 3.0, 6.0, 12.0, 24.0]
+}
+fn d_sr() -> u32 {
+    24000
+}
+fn d_one() -> usize {
+    1
+}
+fn d_two() -> usize {
+    2
+}
+fn d_three() -> usize {
+    3
+}
+fn d_seven() -> usize {
+    7
+}
+fn d_hidden() -> usize {
+    128
+}
+fn d_filters() -> usize {
+    32
+}
+fn d_ratios() -> Vec<usize> {
+    vec![8, 5, 4, 2]
+}
+fn d_norm() -> String {
+    "weight_norm".into()
+}
+fn d_true() -> bool {
+    true
+}
+fn d_pad() -> String {
+    "reflect".into()
+}
+fn d_trim() -> f64 {
+    1.0
+}
+fn d_cb() -> usize {
+    1024
+}
+
+impl EncodecConfig {
+    pub fn hop_length(&self) -> usize {
+        self.upsampling_ratios.iter().product()
+    }
+    /// `ceil(sampling_rate / hop_length)`, as transformers computes it.
+    pub fn frame_rate(&self) -> usize {
+        (self.sampling_rate as usize).div_ceil(self.hop_length())
+    }
+    fn nbits(&self) -> usize {
+        (self.codebook_size as f64).log2().ceil() as usize
+    }
+    pub fn num_quantizers(&self) -> usize {
+        let top = self.target_bandwidths.last().copied().unwrap_or(0.0);
+        (1000.0 * top) as usize / (self.frame_rate() * self.nbits())
+    }
+    /// Codebooks used at `bandwidth` kbps (transformers'
+    /// `get_num_quantizers_for_bandwidth`).
+    pub fn codebooks_for_bandwidth(&self, bandwidth: f64) -> usize {
+        let per_q = (self.codebook_size as f64).log2() * self.frame_rate() as f64;
+        ((bandwidth * 1000.0 / per_q).floor() as usize).max(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PadMode {
+    Reflect,
+    Constant,
+    Replicate,
+}
+
+/// `EncodecConv1d`: causal (or asymmetric) padded conv, weight-normed or
+/// followed by a one-group GroupNorm.
+#[derive(Debug, Clone)]
+struct Conv {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    dilation: usize,
+    k_eff: usize,
+    causal: bool,
+    pad_mode: PadMode,
+    norm: Option<candle_nn::GroupNorm>,
+}
+
+impl Conv {
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        cfg: &EncodecConfig,
+        pad_mode: PadMode,
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        dilation: usize,
+    ) -> candle_core::Result<Self> {
+        let weight = conv_weight(&vb.pp("conv"), (cout, cin, k))?;
+        let bias = vb.pp("conv").get(cout, "bias")?;
+        let norm = if cfg.norm_type == "time_group_norm" {
+            Some(candle_nn::group_norm(1, cout, 1e-5, vb.pp("norm"))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            dilation,
+            k_eff: (k - 1) * dilation + 1,
+            causal: cfg.use_causal_conv,
+            pad_mode,
+            norm,
+        })
+    }
+
+    fn padding_total(&self) -> usize {
+        self.k_eff - self.stride
+    }
+
+    fn extra_padding(&self, len: usize) -> usize {
+        let (k, s, pt) = (
+            self.k_eff as f64,
+            self.stride as f64,
+            self.padding_total() as f64,
+        );
+        let n_frames = ((len as f64 - k + pt) / s + 1.0).ceil() - 1.0;
+        let ideal = n_frames * s + k - pt;
+        (ideal - len as f64).max(0.0) as usize
+    }
+
+    fn pad(&self, xs: &Tensor, left: usize, right: usize) -> candle_core::Result<Tensor> {
+        match self.pad_mode {
+            PadMode::Reflect => pad_reflect(xs, left, right),
+            PadMode::Constant => xs.pad_with_zeros(D::Minus1, left, right),
+            PadMode::Replicate => xs.pad_with_same(D::Minus1, left, right),
+        }
+    }
+
+    /// Convolution without padding (the caller padded).
+    fn conv(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let ys = xs.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?;
+        let ys = ys.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
+        match &self.norm {
+            Some(n) => candle_core::Module::forward(n, &ys),
+            None => Ok(ys),
+        }
+    }
+
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let extra = self.extra_padding(xs.dim(D::Minus1)?);
+        let pt = self.padding_total();
+        let xs = if self.causal {
+            self.pad(xs, pt, extra)?
+        } else {
+            let right = pt / 2;
+            self.pad(xs, pt - right, right + extra)?
+        };
+        self.conv(&xs)
+    }
+}
+
+/// `EncodecConvTranspose1d` with fixed-padding trimming.
+#[derive(Debug, Clone)]
+struct ConvT {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    trim_left: usize,
+    trim_right: usize,
+    norm: Option<candle_nn::GroupNorm>,
+}
+
+impl ConvT {
+    fn load(
+        cfg: &EncodecConfig,
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+    ) -> candle_core::Result<Self> {
+        let weight = conv_weight(&vb.pp("conv"), (cin, cout, k))?;
+        let bias = vb.pp("conv").get(cout, "bias")?;
+        let norm = if cfg.norm_type == "time_group_norm" {
+            Some(candle_nn::group_norm(1, cout, 1e-5, vb.pp("norm"))?)
+        } else {
+            None
+        };
+        let pt = k - stride;
+        let right = if cfg.use_causal_conv {
+            (pt as f64 * cfg.trim_right_ratio).ceil() as usize
+        } else {
+            pt / 2
+        };
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            trim_left: pt - right,
+            trim_right: right,
+            norm,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let ys = xs.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?;
+        let ys = ys.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
+        let ys = match &self.norm {
+            Some(n) => candle_core::Module::forward(n, &ys)?,
+            None => ys,
+        };
+        let len = ys.dim(D::Minus1)?;
+        ys.narrow(
+            D::Minus1,
+            self.trim_left,
+            len - self.trim_left - self.trim_right,
+        )
+    }
+}
+
+/// SEANet residual block: ELU, conv(k, dilation), ELU, conv(1) + shortcut.
+#[derive(Debug, Clone)]
+struct ResBlock {
+    conv1: Conv,
+    conv2: Conv,
+    shortcut: Option<Conv>,
+}
+
+impl ResBlock {
+    fn load(
+        cfg: &EncodecConfig,
+        pm: PadMode,
+        vb: VarBuilder,
+        dim: usize,
+        dilation: usize,
+    ) -> candle_core::Result<Self> {
+        let h = dim / cfg.compress;
+        let conv1 = Conv::load(
+            cfg,
+            pm,
+            vb.pp("block.1"),
+            dim,
+            h,
+            cfg.residual_kernel_size,
+            1,
+            dilation,
+        )?;
+        let conv2 = Conv::load(cfg, pm, vb.pp("block.3"), h, dim, 1, 1, 1)?;
+        let shortcut = if cfg.use_conv_shortcut {
+            Some(Conv::load(cfg, pm, vb.pp("shortcut"), dim, dim, 1, 1, 1)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1,
+            conv2,
+            shortcut,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let ys = self.conv1.forward(&xs.elu(1.0)?)?;
+        let ys = self.conv2.forward(&ys.elu(1.0)?)?;
+        let res = match &self.shortcut {
+            Some(s) => s.forward(xs)?,
+            None => xs.clone(),
+        };
+        res + ys
+    }
+}
+
+/// One entry of the encoder/decoder `layers` list (HF module indices).
+#[derive(Debug, Clone)]
+enum Layer {
+    Conv(Conv),
+    ConvT(ConvT),
+    Res(ResBlock),
+    Lstm(Lstm),
+    Elu,
+}
+
+fn run_layers(layers: &[Layer], xs: &Tensor) -> candle_core::Result<Tensor> {
+    let mut xs = xs.clone();
+    for l in layers {
+        xs = match l {
+            Layer::Conv(c) => c.forward(&xs)?,
+            Layer::ConvT(c) => c.forward(&xs)?,
+            Layer::Res(r) => r.forward(&xs)?,
+            Layer::Lstm(lstm) => {
+                let (b, _, _) = xs.dims3()?;
+                let mut st = lstm.zero_state(b, xs.dtype(), xs.device())?;
+                (lstm.forward(&xs, &mut st)? + &xs)?
+            }
+            Layer::Elu => xs.elu(1.0)?,
+        };
+    }
+    Ok(xs)
+}
+
+fn load_encoder(
+    cfg: &EncodecConfig,
+    pm: PadMode,
+    vb: VarBuilder,
+) -> candle_core::Result<Vec<Layer>> {
+    let vb = vb.pp("layers");
+    let mut layers = Vec::new();
+    let push = |layers: &mut Vec<Layer>, l: Layer| layers.push(l);
+    let next = |layers: &Vec<Layer>| vb.pp(layers.len());
+    let c = Conv::load(
+        cfg,
+        pm,
+        next(&layers),
+        cfg.audio_channels,
+        cfg.num_filters,
+        cfg.kernel_size,
+        1,
+        1,
+    )?;
+    push(&mut layers, Layer::Conv(c));
+    let mut scaling = 1;
+    for &ratio in cfg.upsampling_ratios.iter().rev() {
+        let dim = scaling * cfg.num_filters;
+        for j in 0..cfg.num_residual_layers {
+            let r = ResBlock::load(
+                cfg,
+                pm,
+                next(&layers),
+                dim,
+                cfg.dilation_growth_rate.pow(j as u32),
+            )?;
+            push(&mut layers, Layer::Res(r));
+        }
+        push(&mut layers, Layer::Elu);
+        let c = Conv::load(cfg, pm, next(&layers), dim, dim * 2, ratio * 2, ratio, 1)?;
+        push(&mut layers, Layer::Conv(c));
+        scaling *= 2;
+    }
+    let dim = scaling * cfg.num_filters;
+    let l = Lstm::load(&next(&layers).pp("lstm"), dim, cfg.num_lstm_layers)?;
+    push(&mut layers, Layer::Lstm(l));
+    push(&mut layers, Layer::Elu);
+    let c = Conv::load(
+        cfg,
+        pm,
+        next(&layers),
+        dim,
+        cfg.hidden_size,
+        cfg.last_kernel_size,
+        1,
+        1,
+    )?;
+    push(&mut layers, Layer::Conv(c));
+    Ok(layers)
+}
+
+fn load_decoder(
+    cfg: &EncodecConfig,
+    pm: PadMode,
+    vb: VarBuilder,
+) -> candle_core::Result<Vec<Layer>> {
+    let vb = vb.pp("layers");
+    let mut layers: Vec<Layer> = Vec::new();
+    let next = |layers: &Vec<Layer>| vb.pp(layers.len());
+    let mut scaling = 1usize << cfg.upsampling_ratios.len();
+    let dim = scaling * cfg.num_filters;
+    let c = Conv::load(
+        cfg,
+        pm,
+        next(&layers),
+        cfg.hidden_size,
+        dim,
+        cfg.kernel_size,
+        1,
+        1,
+    )?;
+    layers.push(Layer::Conv(c));
+    let l = Lstm::load(&next(&layers).pp("lstm"), dim, cfg.num_lstm_layers)?;
+    layers.push(Layer::Lstm(l));
+    for &ratio in cfg.upsampling_ratios.iter() {
+        let dim = scaling * cfg.num_filters;
+        layers.push(Layer::Elu);
+        let c = ConvT::load(cfg, next(&layers), dim, dim / 2, ratio * 2, ratio)?;
+        layers.push(Layer::ConvT(c));
+        for j in 0..cfg.num_residual_layers {
+            let r = ResBlock::load(
+                cfg,
+                pm,
+                next(&layers),
+                dim / 2,
+                cfg.dilation_growth_rate.pow(j as u32),
+            )?;
+            layers.push(Layer::Res(r));
+        }
+        scaling /= 2;
+    }
+    layers.push(Layer::Elu);
+    let c = Conv::load(
+        cfg,
+        pm,
+        next(&layers),
+        cfg.num_filters,
+        cfg.audio_channels,
+        cfg.last_kernel_size,
+        1,
+        1,
+    )?;
+    layers.push(Layer::Conv(c));
+    Ok(layers)
+}
+
+/// One Euclidean codebook of the residual quantizer.
+#[derive(Debug, Clone)]
+struct Codebook {
+    embed: Tensor,
+    embed_t: Tensor,
+    /// `sum(embed^2)` per entry, `[1, C]`.
+    e2: Tensor,
+}
+
+impl Codebook {
+    fn load(vb: VarBuilder, size: usize, dim: usize) -> candle_core::Result<Self> {
+        let embed = vb.get((size, dim), "embed")?;
+        let e2 = embed.sqr()?.sum_keepdim(1)?.t()?;
+        Ok(Self {
+            embed_t: embed.t()?.contiguous()?,
+            embed,
+            e2,
+        })
+    }
+
+    /// Nearest entry for each row of `xs` `[M, D]` → `[M]` u32, with the
+    /// same expression as transformers (`-(x² - 2x·e + e²)`, argmax).
+    fn quantize(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let x2 = xs.sqr()?.sum_keepdim(1)?;
+        let xe = (xs.matmul(&self.embed_t)? * 2.0)?;
+        let dist = x2.broadcast_sub(&xe)?.broadcast_add(&self.e2)?.neg()?;
+        dist.argmax(D::Minus1)
+    }
+}
+
+/// EnCodec loaded from an `EncodecModel` directory.
+pub struct Encodec {
+    cfg: EncodecConfig,
+    info: TokenizerInfo,
+    encoder: Vec<Layer>,
+    decoder: Vec<Layer>,
+    codebooks: Vec<Codebook>,
+    device: Device,
+}
+
+impl Encodec {
+    /// Loads `config.json` + safetensors from `dir` (float32).
+    pub fn load(dir: &ModelDir, device: &Device) -> Result<Self> {
+        let cfg: EncodecConfig = dir.config()?;
+        let cfg_path = dir.root().join("config.json");
+        let bad = |msg: String| CodecError::Config {
+            path: cfg_path.clone(),
+            msg,
+        };
+        if cfg.chunk_length_s.is_some() || cfg.normalize {
+            return Err(bad(
+                "chunked/normalized EnCodec (the 48 kHz model) is not supported; use a 24 kHz-style model".into(),
+            ));
+        }
+        if cfg.audio_channels != 1 {
+            return Err(bad(format!(
+                "audio_channels = {} (only mono is supported)",
+                cfg.audio_channels
+            )));
+        }
+        let pm = match cfg.pad_mode.as_str() {
+            "reflect" => PadMode::Reflect,
+            "constant" | "zero" => PadMode::Constant,
+            "replicate" => PadMode::Replicate,
+            other => return Err(bad(format!("pad_mode `{other}`"))),
+        };
+        if !matches!(cfg.norm_type.as_str(), "weight_norm" | "time_group_norm") {
+            return Err(bad(format!("norm_type `{}`", cfg.norm_type)));
+        }
+        if cfg.upsampling_ratios.is_empty() || cfg.num_quantizers() == 0 {
+            return Err(bad("no upsampling ratios or no quantizers".into()));
+        }
+        let vb = dir.var_builder(DType::F32, device)?;
+        let encoder = load_encoder(&cfg, pm, vb.pp("encoder"))?;
+        let decoder = load_decoder(&cfg, pm, vb.pp("decoder"))?;
+        let dim = cfg.codebook_dim.unwrap_or(cfg.hidden_size);
+        let codebooks = (0..cfg.num_quantizers())
+            .map(|i| {
+                Codebook::load(
+                    vb.pp(format!("quantizer.layers.{i}.codebook")),
+                    cfg.codebook_size,
+                    dim,
+                )
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let info = TokenizerInfo {
+            codec: "encodec",
+            sample_rate: cfg.sampling_rate,
+            frame_rate: cfg.frame_rate() as f64,
+            codebook_size: cfg.codebook_size,
+            max_codebooks: codebooks.len(),
+            has_decoder: true,
+        };
+        Ok(Self {
+            cfg,
+            info,
+            encoder,
+            decoder,
+            codebooks,
+            device: device.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &EncodecConfig {
+        &self.cfg
+    }
+
+    /// Encoder output (pre-quantization embeddings) `[B, D, N]` for audio `[B, T]`.
+    pub fn embeddings(&self, audio: &Tensor) -> Result<Tensor> {
+        let (_b, t) = audio.dims2()?;
+        if t == 0 {
+            return Err(CodecError::BadAudio("no samples".into()));
+        }
+        Ok(run_layers(&self.encoder, &audio.unsqueeze(1)?)?)
+    }
+
+    /// Residual vector quantization of embeddings `[B, D, N]` → `[B, K, N]`.
+    fn quantize(&self, emb: &Tensor, k: usize) -> Result<Tensor> {
+        let (b, d, n) = emb.dims3()?;
+        let mut residual = emb.transpose(1, 2)?.reshape((b * n, d))?;
+        let mut out = Vec::with_capacity(k);
+        for cb in &self.codebooks[..k] {
+            let ids = cb.quantize(&residual)?;
+            let q = cb.embed.index_select(&ids, 0)?;
+            residual = (residual - q)?;
+            out.push(ids.reshape((b, n))?);
+        }
+        Ok(Tensor::stack(&out, 1)?)
+    }
+
+    fn check_codebooks(&self, k: usize) -> Result<()> {
+        if k == 0 || k > self.codebooks.len() {
+            return Err(CodecError::BadOption(format!(
+                "{k} codebooks requested; this EnCodec model has 1..={}",
+                self.codebooks.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// A fresh incremental encoder using `codebooks` codebooks.
+    pub fn stream(&self, codebooks: usize) -> Result<EncodecStream<'_>> {
+        self.check_codebooks(codebooks)?;
+        Ok(EncodecStream::new(self, codebooks))
+    }
+}
+
+impl AudioTokenizer for Encodec {
+    fn info(&self) -> &TokenizerInfo {
+        &self.info
+    }
+
+    fn encode(&self, audio: &Tensor, codebooks: usize) -> Result<Tensor> {
+        self.check_codebooks(codebooks)?;
+        let emb = self.embeddings(audio)?;
+        self.quantize(&emb, codebooks)
+    }
+
+    fn decode(&self, codes: &Tensor) -> Result<Tensor> {
+        let (_b, k, _n) = codes.dims3()?;
+        self.check_codebooks(k)?;
+        let mut emb: Option<Tensor> = None;
+        for (i, cb) in self.codebooks[..k].iter().enumerate() {
+            let ids = codes.narrow(1, i, 1)?.squeeze(1)?.to_dtype(DType::U32)?; // [B, N]
+            let (b, n) = ids.dims2()?;
+            let q = cb
+                .embed
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, n, ()))?;
+            emb = Some(match emb {
+                None => q,
+                Some(e) => (e + q)?,
+            });
+        }
+        let emb = emb.expect("k >= 1").transpose(1, 2)?.contiguous()?;
+        let audio = run_layers(&self.decoder, &emb)?;
+        Ok(audio.squeeze(1)?)
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+// ------------------------------------------------------------- streaming
+
+/// Per-layer state of the incremental encoder.
+enum LayerState {
+    /// Pending input of a conv (`[B, C, t]`); `started` once the left
+    /// padding has been applied; `seen` counts input samples.
+    Conv {
+        buf: Option<Tensor>,
+        started: bool,
+        seen: usize,
+    },
+    Res {
+        c1: Box<LayerState>,
+        c2: Box<LayerState>,
+        sc: Box<LayerState>,
+        pending: Option<Tensor>,
+    },
+    Lstm(Option<LstmState>),
+    Stateless,
+}
+
+/// Incremental EnCodec encoder: push audio chunks, get code frames as soon
+/// as they are fully determined; [`EncodecStream::finish`] flushes the
+/// tail. The concatenated codes equal [`AudioTokenizer::encode`] on the
+/// whole signal (the convs are causal and the LSTM carries its state).
+pub struct EncodecStream<'a> {
+    model: &'a Encodec,
+    codebooks: usize,
+    states: Vec<LayerState>,
+    total_in: usize,
+    /// Audio held back until the first conv can apply its reflect padding.
+    head: Vec<f32>,
+}
+
+impl<'a> EncodecStream<'a> {
+    fn new(model: &'a Encodec, codebooks: usize) -> Self {
+        let states = model.encoder.iter().map(initial_state).collect();
+        Self {
+            model,
+            codebooks,
+            states,
+            total_in: 0,
+            head: Vec::new(),
+        }
+    }
+
+    /// Feeds mono samples; returns the code frames `[K, n]` (row-major,
+    /// `n` may be 0) that are now final.
+    pub fn push(&mut self, samples: &[f32]) -> Result<super::Codes> {
+        self.total_in += samples.len();
+        self.head.extend_from_slice(samples);
+        // Every layer's reflect padding needs a few input samples; waiting for
+        // one hop of audio (plus the kernel) covers the whole stack.
+        let need = self.model.cfg.hop_length() * 2 + self.model.cfg.kernel_size;
+        if self.started() || self.head.len() >= need {
+            let x = std::mem::take(&mut self.head);
+            self.run(&x, false)
+        } else {
+            Ok(super::Codes {
+                codebooks: self.codebooks,
+                frames: 0,
+                ids: vec![],
+            })
+        }
+    }
+
+    /// Flushes the remaining audio (with the end padding whole-file encoding
+    /// applies) and returns the last frames.
+    pub fn finish(mut self) -> Result<super::Codes> {
+        if self.total_in == 0 {
+            return Err(CodecError::BadAudio("no samples".into()));
+        }
+        if !self.started() {
+            // Too short to stream: encode what there is in one go.
+            let x = Tensor::from_slice(&self.head, (1, self.head.len()), &self.model.device)?;
+            return super::Codes::from_tensor(&self.model.encode(&x, self.codebooks)?);
+        }
+        let x = std::mem::take(&mut self.head);
+        self.run(&x, true)
+    }
+
+    fn started(&self) -> bool {
+        matches!(
+            self.states.first(),
+            Some(LayerState::Conv { started: true, .. })
+        )
+    }
+
+    fn run(&mut self, samples: &[f32], last: bool) -> Result<super::Codes> {
+        let mut xs = Some(Tensor::from_slice(
+            samples,
+            (1, 1, samples.len()),
+            &self.model.device,
+        )?);
+        for (layer, st) in self.model.encoder.iter().zip(self.states.iter_mut()) {
+            xs = step_layer(layer, st, xs, last)?;
+        }
+        let codes = match xs {
+            Some(emb) if emb.dim(2)? > 0 => self.model.quantize(&emb, self.codebooks)?,
+            _ => {
+                return Ok(super::Codes {
+                    codebooks: self.codebooks,
+                    frames: 0,
+                    ids: vec![],
+                })
+            }
+        };
+        super::Codes::from_tensor(&codes)
+    }
+}
+
+fn initial_state(layer: &Layer) -> LayerState {
+    match layer {
+        Layer::Conv(_) => LayerState::Conv {
+            buf: None,
+            started: false,
+            seen: 0,
+        },
+        Layer::Res(_) => LayerState::Res {
+            c1: Box::new(LayerState::Conv {
+                buf: None,
+                started: false,
+                seen: 0,
+            }),
+            c2: Box::new(LayerState::Conv {
+                buf: None,
+                started: false,
+                seen: 0,
+            }),
+            sc: Box::new(LayerState::Conv {
+                buf: None,
+                started: false,
+                seen: 0,
+            }),
+            pending: None,
+        },
+        Layer::Lstm(_) => LayerState::Lstm(None),
+        _ => LayerState::Stateless,
+    }
+}
+
+fn cat_opt(a: Option<Tensor>, b: Option<Tensor>) -> candle_core::Result<Option<Tensor>> {
+    Ok(match (a, b) {
+        (None, b) => b,
+        (a, None) => a,
+        (Some(a), Some(b)) => Some(Tensor::cat(&[&a, &b], 2)?),
+    })
+}
+
+/// Streams one conv: buffer input, pad the left once, emit every output
+/// frame whose window is complete; at the end pad the right like
+/// `Conv::forward` would for the total length.
+fn step_conv(
+    c: &Conv,
+    st: &mut LayerState,
+    xs: Option<Tensor>,
+    last: bool,
+) -> candle_core::Result<Option<Tensor>> {
+    let LayerState::Conv { buf, started, seen } = st else {
+        unreachable!("conv state")
+    };
+    if let Some(x) = &xs {
+        *seen += x.dim(2)?;
+    }
+    let mut b = cat_opt(buf.take(), xs)?;
+    let Some(mut cur) = b.take() else {
+        return Ok(None);
+    };
+    let pt = c.padding_total();
+    if !*started {
+        // Reflect padding needs more than `pt` samples (or the final tail).
+        if cur.dim(2)? <= pt && !last {
+            *buf = Some(cur);
+            return Ok(None);
+        }
+        cur = if c.causal {
+            c.pad(&cur, pt, 0)?
+        } else {
+            c.pad(&cur, pt - pt / 2, 0)?
+        };
+        *started = true;
+    }
+    if last {
+        let right = if c.causal { 0 } else { pt / 2 };
+        let extra = c.extra_padding(*seen);
+        if right + extra > 0 {
+            cur = pad_right_stream(c, &cur, right + extra)?;
+        }
+    }
+    let len = cur.dim(2)?;
+    if len < c.k_eff {
+        *buf = Some(cur);
+        return Ok(None);
+    }
+    let n = (len - c.k_eff) / c.stride + 1;
+    let ys = c.conv(&cur.narrow(2, 0, (n - 1) * c.stride + c.k_eff)?)?;
+    let consumed = n * c.stride;
+    if consumed < len {
+        *buf = Some(cur.narrow(2, consumed, len - consumed)?);
+    }
+    Ok(Some(ys))
+}
+
+/// Right padding at the end of a stream. Reflect padding mirrors the last
+/// samples, which are still buffered (the buffer holds at least `k - stride`
+/// samples, and the extra padding is shorter than the stride).
+fn pad_right_stream(c: &Conv, cur: &Tensor, right: usize) -> candle_core::Result<Tensor> {
+    match c.pad_mode {
+        PadMode::Reflect if cur.dim(2)? > right => pad_reflect(cur, 0, right),
+        PadMode::Reflect => candle_core::bail!("stream tail too short for reflect padding"),
+        _ => c.pad(cur, 0, right),
+    }
+}
+
+fn step_layer(
+    layer: &Layer,
+    st: &mut LayerState,
+    xs: Option<Tensor>,
+    last: bool,
+) -> candle_core::Result<Option<Tensor>> {
+    match layer {
+        Layer::Conv(c) => step_conv(c, st, xs, last),
+        Layer::Elu => xs.map(|x| x.elu(1.0)).transpose(),
+        Layer::Lstm(lstm) => {
+            let LayerState::Lstm(state) = st else {
+                unreachable!("lstm state")
+            };
+            let Some(x) = xs else { return Ok(None) };
+            if x.dim(2)? == 0 {
+                return Ok(Some(x));
+            }
+            let s = match state {
+                Some(s) => s,
+                None => state.insert(lstm.zero_state(x.dim(0)?, x.dtype(), x.device())?),
+            };
+            Ok(Some((lstm.forward(&x, s)? + &x)?))
+        }
+        Layer::Res(r) => {
+            let LayerState::Res {
+                c1,
+                c2,
+                sc,
+                pending,
+            } = st
+            else {
+                unreachable!("res state")
+            };
+            // Main branch and shortcut advance at different paces at the very
+            // start (the k>1 conv waits for its reflect padding): keep the
+            // shortcut output until the main branch catches up.
+            let main = step_conv(
+                &r.conv1,
+                c1,
+                xs.as_ref().map(|x| x.elu(1.0)).transpose()?,
+                last,
+            )?;
+            let main = step_conv(&r.conv2, c2, main.map(|x| x.elu(1.0)).transpose()?, last)?;
+            let short = match &r.shortcut {
+                Some(s) => step_conv(s, sc, xs, last)?,
+                None => xs,
+            };
+            let short = cat_opt(pending.take(), short)?;
+            match (main, short) {
+                (Some(m), Some(s)) => {
+                    let n = m.dim(2)?;
+                    let ns = s.dim(2)?;
+                    if ns > n {
+                        *pending = Some(s.narrow(2, n, ns - n)?);
+                    }
+                    Ok(Some((m + s.narrow(2, 0, n)?)?))
+                }
+                (None, s) => {
+                    *pending = s;
+                    Ok(None)
+                }
+                (Some(_), None) => candle_core::bail!("residual branch ahead of its shortcut"),
+            }
+        }
+        Layer::ConvT(_) => candle_core::bail!("transposed conv in the encoder"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_to_codebooks_follows_transformers() {
+        let cfg: EncodecConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(cfg.frame_rate(), 75);
+        assert_eq!(cfg.num_quantizers(), 32);
+        let k: Vec<usize> = [1.5, 3.0, 6.0, 12.0, 24.0]
+            .iter()
+            .map(|&b| cfg.codebooks_for_bandwidth(b))
+            .collect();
+        assert_eq!(k, vec![2, 4, 8, 16, 32]);
+    }
+
+    fn fixture_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/codecs/encodec")
+    }
+
+    fn load_fixture() -> (Encodec, std::collections::HashMap<String, Tensor>) {
+        let dir = ModelDir::open(fixture_dir()).unwrap();
+        let model = Encodec::load(&dir, &Device::Cpu).unwrap();
+        let refs = candle_core::safetensors::load(
+            fixture_dir().join("reference.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        (model, refs)
+    }
+
+    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Parity with transformers' EncodecModel on the random-weight fixture:
+    /// identical codes at every bandwidth, decoded audio within 1e-4.
+    #[test]
+    fn parity_with_transformers() {
+        let (model, refs) = load_fixture();
+        assert_eq!(model.info().max_codebooks, 8);
+        let bws: Vec<usize> = model
+            .cfg
+            .target_bandwidths
+            .iter()
+            .map(|&b| model.cfg.codebooks_for_bandwidth(b))
+            .collect();
+        assert_eq!(bws, vec![2, 4, 8]);
+        for sig in ["chirp", "noise", "speech"] {
+            let audio = refs[&format!("{sig}.audio")].unsqueeze(0).unwrap();
+            let emb = model.embeddings(&audio).unwrap();
+            let emb_err = max_abs(
+                &emb.squeeze(0).unwrap(),
+                &refs[&format!("{sig}.embeddings")],
+            );
+            assert!(emb_err < 1e-4, "{sig}: embeddings max abs err {emb_err}");
+            for k in [2usize, 4, 8] {
+                let codes = model.encode(&audio, k).unwrap().squeeze(0).unwrap();
+                let want = refs[&format!("{sig}.codes_{k}")]
+                    .to_dtype(DType::U32)
+                    .unwrap();
+                let got = codes.to_vec2::<u32>().unwrap();
+                assert_eq!(
+                    got,
+                    want.to_vec2::<u32>().unwrap(),
+                    "{sig}: codes with {k} codebooks differ"
+                );
+                if let Some(dec_ref) = refs.get(&format!("{sig}.decoded_{k}")) {
+                    let dec = model
+                        .decode(&codes.unsqueeze(0).unwrap())
+                        .unwrap()
+                        .squeeze(0)
+                        .unwrap();
+                    assert_eq!(dec.dims(), dec_ref.dims(), "{sig}: decoded length");
+                    let err = max_abs(&dec, dec_ref);
+                    assert!(err <= 1e-4, "{sig}/{k}: decoded max abs err {err}");
+                }
+            }
+        }
+    }
+
+    /// Chunked encoding (several chunk sizes) equals whole-file encoding.
+    #[test]
+    fn streaming_equals_whole_file() {
+        let (model, refs) = load_fixture();
+        for sig in ["speech", "noise"] {
+            let audio = refs[&format!("{sig}.audio")].to_vec1::<f32>().unwrap();
+            let want = refs[&format!("{sig}.codes_8")]
+                .to_dtype(DType::U32)
+                .unwrap()
+                .to_vec2::<u32>()
+                .unwrap();
+            for chunk in [1000usize, 4096, 333] {
+                let mut st = model.stream(8).unwrap();
+                let mut rows: Vec<Vec<u32>> = vec![Vec::new(); 8];
+                let mut add = |c: super::super::Codes| {
+                    for (k, row) in rows.iter_mut().enumerate() {
+                        row.extend_from_slice(c.row(k));
+                    }
+                };
+                for piece in audio.chunks(chunk) {
+                    add(st.push(piece).unwrap());
+                }
+                add(st.finish().unwrap());
+                assert_eq!(
+                    rows, want,
+                    "{sig}: streamed codes (chunk {chunk}) differ from whole-file codes"
+                );
+            }
+        }
+    }
+}
