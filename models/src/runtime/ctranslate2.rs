@@ -416,6 +416,85 @@ impl Ct2Model {
     }
 }
 
+/// A CTranslate2 Whisper directory (`model.bin`, `config.json`,
+/// `tokenizer.json`) converted to what the Hugging Face loader expects.
+#[derive(Debug, Clone)]
+pub struct Ct2Whisper {
+    /// f32 tensors under Hugging Face names.
+    pub tensors: HashMap<String, Tensor>,
+    /// A `WhisperConfig`-style `config.json` value.
+    pub config: serde_json::Value,
+    /// A `generation_config.json`-style value: `suppress_tokens`,
+    /// `begin_suppress_tokens`, `lang_to_id`, `is_multilingual`.
+    pub generation: serde_json::Value,
+}
+
+/// True when `dir` looks like a CTranslate2 model (has `model.bin`, no
+/// safetensors).
+pub fn is_ct2_dir(dir: &Path) -> bool {
+    dir.join("model.bin").is_file()
+        && !dir.join("model.safetensors").is_file()
+        && !dir.join("model.safetensors.index.json").is_file()
+}
+
+/// Reads a CTranslate2 Whisper directory.
+pub fn read_whisper_dir(dir: &Path) -> Result<Ct2Whisper> {
+    let model = Ct2Model::read(&dir.join("model.bin"))?;
+    let (tensors, config) = model.whisper_to_hf()?;
+    // CTranslate2's config.json: suppress_ids, suppress_ids_begin, lang_ids.
+    let ct2_cfg: serde_json::Value = match dir.join("config.json") {
+        p if p.is_file() => super::read_json(&p)?,
+        _ => serde_json::json!({}),
+    };
+    let ids = |k: &str| -> Vec<u64> {
+        ct2_cfg
+            .get(k)
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+            .unwrap_or_default()
+    };
+    // Language ids → their token strings, from tokenizer.json's added tokens.
+    let mut lang_to_id = serde_json::Map::new();
+    let lang_ids = ids("lang_ids");
+    if !lang_ids.is_empty() {
+        let tok_path = dir.join("tokenizer.json");
+        if tok_path.is_file() {
+            let tok: serde_json::Value = super::read_json(&tok_path)?;
+            if let Some(added) = tok.get("added_tokens").and_then(|a| a.as_array()) {
+                for t in added {
+                    let (Some(id), Some(content)) = (
+                        t.get("id").and_then(|x| x.as_u64()),
+                        t.get("content").and_then(|x| x.as_str()),
+                    ) else {
+                        continue;
+                    };
+                    if lang_ids.contains(&id) {
+                        lang_to_id.insert(content.to_string(), id.into());
+                    }
+                }
+            }
+        }
+    }
+    let vocab = config["vocab_size"].as_u64().unwrap_or(0);
+    let mut generation = serde_json::json!({
+        "suppress_tokens": ids("suppress_ids"),
+        "begin_suppress_tokens": ids("suppress_ids_begin"),
+    });
+    if vocab >= 51864 {
+        // Released vocabularies: English-only checkpoints have 51864 tokens
+        // (as transformers decides); the tokenizer finds the language tokens.
+        generation["is_multilingual"] = (vocab >= 51865).into();
+    } else {
+        // Other vocabularies (our fixtures): trust the converter's lang_ids.
+        generation["lang_to_id"] = lang_to_id.into();
+    }
+    Ok(Ct2Whisper {
+        tensors,
+        config,
+        generation,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,6 +641,32 @@ mod tests {
                 "max_target_positions",
             ] {
                 assert_eq!(config[key], hf_config[key], "{ct2}: config key {key}");
+            }
+            let dir = fixture(&format!("whisper-ct2/{ct2}"));
+            assert!(is_ct2_dir(&dir) && !is_ct2_dir(&hf_dir));
+            let w = read_whisper_dir(&dir).unwrap();
+            let hf_gen: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(hf_dir.join("generation_config.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                w.generation["suppress_tokens"], hf_gen["suppress_tokens"],
+                "{ct2}"
+            );
+            assert_eq!(
+                w.generation["begin_suppress_tokens"], hf_gen["begin_suppress_tokens"],
+                "{ct2}"
+            );
+            let langs = w.generation["lang_to_id"].as_object().unwrap();
+            assert!(w.generation.get("is_multilingual").is_none());
+            let hf_langs = hf_gen.get("lang_to_id").and_then(|v| v.as_object());
+            assert_eq!(
+                langs.len(),
+                hf_langs.map_or(0, |m| m.len()),
+                "{ct2}: languages"
+            );
+            for (k, v) in langs {
+                assert_eq!(Some(v), hf_langs.and_then(|m| m.get(k)), "{ct2}: {k}");
             }
         }
     }
