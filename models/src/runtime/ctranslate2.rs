@@ -486,7 +486,10 @@ pub fn read_whisper_dir(dir: &Path) -> Result<Ct2Whisper> {
         generation["is_multilingual"] = (vocab >= 51865).into();
     } else {
         // Other vocabularies (our fixtures): trust the converter's lang_ids.
-        generation["lang_to_id"] = lang_to_id.into();
+        // Empty: leave it to the tokenizer, as transformers does.
+        if !lang_to_id.is_empty() {
+            generation["lang_to_id"] = lang_to_id.into();
+        }
     }
     Ok(Ct2Whisper {
         tensors,
@@ -657,7 +660,12 @@ mod tests {
                 w.generation["begin_suppress_tokens"], hf_gen["begin_suppress_tokens"],
                 "{ct2}"
             );
-            let langs = w.generation["lang_to_id"].as_object().unwrap();
+            let empty = serde_json::Map::new();
+            let langs = w
+                .generation
+                .get("lang_to_id")
+                .and_then(|v| v.as_object())
+                .unwrap_or(&empty);
             assert!(w.generation.get("is_multilingual").is_none());
             let hf_langs = hf_gen.get("lang_to_id").and_then(|v| v.as_object());
             assert_eq!(

@@ -10,6 +10,7 @@
 //! - [`longform`]: sequential 30 s windows with seek by the last timestamp
 
 pub mod config;
+mod ct2;
 pub mod decoding;
 pub mod kv_cache;
 pub mod languages;
@@ -64,6 +65,9 @@ impl Whisper {
     /// Missing files, mismatched shapes and unsupported configs are errors
     /// naming the directory or file.
     pub fn load(dir: &ModelDir, device: &Device, dtype: DType) -> Result<Self> {
+        if crate::runtime::ctranslate2::is_ct2_dir(dir.root()) {
+            return Self::load_ct2(dir, device, dtype);
+        }
         let config = WhisperConfig::load(dir)?;
         let generation = GenerationConfig::load(dir)?;
         let preprocessor = PreprocessorConfig::load(dir, config.num_mel_bins)?;
