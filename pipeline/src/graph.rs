@@ -568,6 +568,7 @@ impl Graph {
             let h = std::thread::Builder::new()
                 .name(node.thread.clone())
                 .spawn(move || {
+                    tracing::trace!(stage = %stage, "node started");
                     if let Err(p) = catch_unwind(AssertUnwindSafe(body)) {
                         shared.fatal(PipelineError::Panicked {
                             stage: stage.to_string(),
@@ -626,6 +627,12 @@ impl Running {
             wall: self.started.elapsed(),
             cancelled: self.cancel.is_cancelled(),
         };
+        for s in &report.stages {
+            tracing::debug!(
+                stage = %s.name, items_in = s.items_in, items_out = s.items_out, errors = s.errors,
+                busy_s = s.busy.as_secs_f64(), queue_hw = s.queue_hw, "stage finished"
+            );
+        }
         let mut errors = std::mem::take(&mut *self.shared.errors.lock().unwrap());
         if errors.is_empty() {
             Ok(report)

@@ -174,3 +174,25 @@ impl fmt::Display for Report {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_table_lists_every_stage() {
+        let m = StageMetrics::new("decode", "stage", 2, 8, vec![Arc::new(AtomicUsize::new(5))]);
+        m.items_in.fetch_add(10, Relaxed);
+        m.errors.fetch_add(1, Relaxed);
+        m.busy(Duration::from_millis(500));
+        let r = Report {
+            stages: vec![m.snapshot()],
+            wall: Duration::from_secs(1),
+            cancelled: false,
+        };
+        let s = r.to_string();
+        assert!(s.lines().nth(1).unwrap().starts_with("decode"), "{s}");
+        assert!(s.contains("5/8") && s.contains("25%"), "{s}");
+        assert_eq!(r.stage("decode").unwrap().queue_hw, 5);
+    }
+}
