@@ -9,7 +9,7 @@ mod device;
 mod model_dir;
 
 pub use device::{parse_device, parse_dtype, DeviceSpec};
-pub use model_dir::{read_json, ModelDir};
+pub use model_dir::{default_model_candidates, find_default_model, read_json, ModelDir};
 
 pub use candle_core::{DType, Device, Tensor};
 pub use candle_nn::VarBuilder;

@@ -120,6 +120,31 @@ impl ModelDir {
     }
 }
 
+/// Where a default model named `name` (e.g. `whisper-tiny.en`) is looked
+/// for, in order: `$VOXTOK_MODELS/name`, `./data/models/name`, and
+/// `data/models/name` beside the binary's checkout (`target/<profile>/voxtok`
+/// → `../../data/models`), which is where `scripts/setup.sh` puts them.
+pub fn default_model_candidates(name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(base) = std::env::var_os("VOXTOK_MODELS") {
+        out.push(Path::new(&base).join(name));
+    }
+    out.push(Path::new("data/models").join(name));
+    if let Ok(exe) = std::env::current_exe() {
+        for up in exe.ancestors().skip(1).take(4) {
+            out.push(up.join("data/models").join(name));
+        }
+    }
+    out
+}
+
+/// The first existing directory of [`default_model_candidates`].
+pub fn find_default_model(name: &str) -> Option<PathBuf> {
+    default_model_candidates(name)
+        .into_iter()
+        .find(|p| p.is_dir())
+}
+
 /// Reads and parses a JSON file, naming the file in any error.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::BadFile {
