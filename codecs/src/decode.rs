@@ -715,3 +715,314 @@ pub fn decode_all(mut dec: Decoder, target_rate: Option<u32>, quality: Quality) 
         sample_rate: to,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::fixture;
+
+    fn decode(rel: &str) -> Audio {
+        read_audio(fixture(rel), None).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    fn reference() -> Audio {
+        decode("audio/speech_16k.wav")
+    }
+
+    /// RMS envelope in 10 ms frames.
+    fn envelope(x: &[f32], rate: u32) -> Vec<f64> {
+        let hop = rate as usize / 100;
+        x.chunks(hop)
+            .map(|c| (c.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / c.len() as f64).sqrt())
+            .collect()
+    }
+
+    /// Best normalised correlation of two envelopes over lags of ±200 ms.
+    fn envelope_corr(a: &[f64], b: &[f64]) -> f64 {
+        let mut best = -1.0f64;
+        for lag in -20isize..=20 {
+            let pairs: Vec<(f64, f64)> = (0..a.len())
+                .filter_map(|i| {
+                    let j = i as isize + lag;
+                    (j >= 0 && (j as usize) < b.len()).then(|| (a[i], b[j as usize]))
+                })
+                .collect();
+            let n = pairs.len() as f64;
+            let (ma, mb) = (
+                pairs.iter().map(|p| p.0).sum::<f64>() / n,
+                pairs.iter().map(|p| p.1).sum::<f64>() / n,
+            );
+            let cov: f64 = pairs.iter().map(|p| (p.0 - ma) * (p.1 - mb)).sum();
+            let va: f64 = pairs.iter().map(|p| (p.0 - ma).powi(2)).sum();
+            let vb: f64 = pairs.iter().map(|p| (p.1 - mb).powi(2)).sum();
+            best = best.max(cov / (va * vb).sqrt());
+        }
+        best
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn decoder_is_send() {
+        fn is_send<T: Send>() {}
+        is_send::<Decoder>();
+        is_send::<Resampler>();
+    }
+
+    #[test]
+    fn pcm_wav_variants_decode_exactly() {
+        let r = reference();
+        assert_eq!(r.sample_rate, 16000);
+        assert_eq!(r.samples.len(), 46684);
+        // (file, max abs difference to the 16-bit reference: the format's quantisation step)
+        for (rel, tol) in [
+            ("audio/speech_s24.wav", 1e-6),
+            ("audio/speech_s32.wav", 1e-6),
+            ("audio/speech_f32.wav", 1e-6),
+            ("audio/speech.flac", 0.0),
+            ("audio/speech_u8.wav", 1.0 / 128.0 + 1e-6),
+        ] {
+            let a = decode(rel);
+            assert_eq!(a.sample_rate, 16000, "{rel}");
+            let d = max_abs_diff(&a.samples, &r.samples);
+            assert!(d <= tol, "{rel}: max abs diff {d}");
+        }
+    }
+
+    #[test]
+    fn lossy_formats_decode_with_similar_content() {
+        let r = reference();
+        let env_r = envelope(&r.samples, 16000);
+        // (file, allowed extra/missing samples: encoder delay/padding not removed by symphonia)
+        for (rel, slack) in [
+            ("audio/speech.mp3", 100usize),
+            ("audio/speech.ogg", 100),
+            ("audio/speech.m4a", 2048),
+        ] {
+            let a = decode(rel);
+            assert_eq!(a.sample_rate, 16000, "{rel}");
+            assert!(
+                a.samples.len().abs_diff(r.samples.len()) <= slack,
+                "{rel}: {} samples",
+                a.samples.len()
+            );
+            assert!(
+                a.samples.iter().all(|v| v.abs() <= 1.5),
+                "{rel}: out of range"
+            );
+            let c = envelope_corr(&envelope(&a.samples, 16000), &env_r);
+            assert!(c > 0.95, "{rel}: envelope correlation {c}");
+        }
+    }
+
+    #[test]
+    fn stereo_44k_is_mixed_down_and_resampled() {
+        let r = reference();
+        let d = Decoder::open(fixture("audio/speech_stereo_44k.wav")).unwrap();
+        assert_eq!(d.sample_rate(), 44100);
+        let a = read_audio(fixture("audio/speech_stereo_44k.wav"), Some(16000)).unwrap();
+        assert_eq!(a.sample_rate, 16000);
+        // 128673 frames at 44.1 kHz -> ceil(128673 * 160 / 441) = 46685.
+        assert_eq!(a.samples.len(), 46685);
+        // Left = speech, right = silence: mono = speech / 2 (up to two resamplings).
+        let half: Vec<f32> = r.samples.iter().map(|v| v * 0.5).collect();
+        let err: f64 = a.samples[..half.len()]
+            .iter()
+            .zip(&half)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>();
+        let sig: f64 = half.iter().map(|y| (*y as f64).powi(2)).sum();
+        let snr = 10.0 * (sig / err).log10();
+        assert!(snr > 20.0, "SNR {snr} dB");
+    }
+
+    #[test]
+    fn chunks_are_bounded_and_complete() {
+        let mut d = Decoder::open(fixture("audio/long45_16k.flac")).unwrap();
+        d.set_min_chunk(4096);
+        let mut n = 0;
+        let mut biggest = 0;
+        while let Some(c) = d.next_chunk().unwrap() {
+            n += c.len();
+            biggest = biggest.max(c.len());
+        }
+        assert_eq!(n, 45 * 16000);
+        assert!(biggest < 4096 + 8192, "chunk of {biggest} samples");
+        assert_eq!(d.next_chunk().unwrap(), None);
+    }
+
+    #[test]
+    fn raw_pcm_and_container_from_a_reader() {
+        let r = reference();
+        let bytes = std::fs::read(fixture("audio/speech_16k_s16le.raw")).unwrap();
+        let d = Decoder::raw(Cursor::new(bytes.clone()), STDIN_NAME, RawPcm::default()).unwrap();
+        assert_eq!(decode_all(d, None, Quality::High).unwrap(), r);
+        // Same bytes as stereo: half as many frames, each the mean of a pair.
+        let layout = RawPcm {
+            channels: 2,
+            ..RawPcm::default()
+        };
+        let a = decode_all(
+            Decoder::raw(Cursor::new(bytes.clone()), "x", layout).unwrap(),
+            None,
+            Quality::High,
+        )
+        .unwrap();
+        assert_eq!(a.samples.len(), r.samples.len() / 2);
+        assert_eq!(a.samples[10], 0.5 * (r.samples[20] + r.samples[21]));
+        // A dangling half sample is an error naming the input.
+        let e = decode_all(
+            Decoder::raw(
+                Cursor::new(bytes[..101].to_vec()),
+                "odd.raw",
+                RawPcm::default(),
+            )
+            .unwrap(),
+            None,
+            Quality::High,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, CodecError::Truncated { .. }) && e.to_string().contains("odd.raw"),
+            "{e}"
+        );
+        let e = decode_all(
+            Decoder::raw(Cursor::new(Vec::new()), STDIN_NAME, RawPcm::default()).unwrap(),
+            None,
+            Quality::High,
+        )
+        .unwrap_err();
+        assert!(matches!(e, CodecError::EmptyFile { .. }), "{e}");
+        // A WAV container through a non-seekable reader, and from memory.
+        let wav = std::fs::read(fixture("audio/speech_16k.wav")).unwrap();
+        let a = decode_all(
+            Decoder::from_reader(Cursor::new(wav.clone()), STDIN_NAME).unwrap(),
+            None,
+            Quality::High,
+        )
+        .unwrap();
+        assert_eq!(a, r);
+        let a = decode_all(
+            Decoder::from_bytes(wav, "mem").unwrap(),
+            None,
+            Quality::High,
+        )
+        .unwrap();
+        assert_eq!(a, r);
+    }
+
+    /// Every bad input gets its error kind, and the message names the file.
+    #[test]
+    fn bad_inputs_get_clear_errors() {
+        type Check = fn(&CodecError) -> bool;
+        let cases: [(&str, Check); 13] = [
+            ("audio/does_not_exist.wav", |e| {
+                matches!(e, CodecError::NotFound { .. })
+            }),
+            ("audio", |e| matches!(e, CodecError::IsDirectory { .. })),
+            ("audio/bad/empty.wav", |e| {
+                matches!(e, CodecError::EmptyFile { .. })
+            }),
+            ("audio/bad/zero_length.wav", |e| {
+                matches!(e, CodecError::NoAudio { .. })
+            }),
+            ("audio/bad/text.wav", |e| {
+                matches!(e, CodecError::UnrecognizedFormat { .. })
+            }),
+            ("audio/bad/truncated.wav", |e| {
+                matches!(e, CodecError::Truncated { .. })
+            }),
+            ("audio/bad/truncated.flac", |e| {
+                matches!(e, CodecError::Truncated { .. })
+            }),
+            ("audio/bad/truncated.mp3", |e| {
+                matches!(e, CodecError::Truncated { .. })
+            }),
+            ("audio/bad/nan.wav", |e| {
+                matches!(e, CodecError::NonFinite { frame: 100, .. })
+            }),
+            ("audio/bad/rate0.wav", |e| {
+                matches!(e, CodecError::BadSampleRate { rate: 0, .. })
+            }),
+            ("audio/bad/rate_absurd.wav", |e| {
+                matches!(
+                    e,
+                    CodecError::BadSampleRate {
+                        rate: 2_000_000_000,
+                        ..
+                    }
+                )
+            }),
+            (
+                "audio/speech.opus",
+                |e| matches!(e, CodecError::UnsupportedCodec { codec, .. } if codec == "opus"),
+            ),
+            ("audio/speech_16k_s16le.raw", |e| {
+                matches!(e, CodecError::UnrecognizedFormat { .. })
+            }),
+        ];
+        for (rel, check) in cases {
+            let path = fixture(rel);
+            let e = read_audio(&path, Some(16000)).expect_err(rel);
+            assert!(check(&e), "{rel}: wrong error {e:?}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&path.display().to_string()),
+                "{rel}: message does not name the file: {msg}"
+            );
+            assert_eq!(e.path(), Some(path.as_path()));
+        }
+    }
+
+    #[test]
+    fn truncated_stream_yields_prefix_then_error() {
+        let mut d = Decoder::open(fixture("audio/bad/truncated.wav")).unwrap();
+        let mut n = 0;
+        let err = loop {
+            match d.next_chunk() {
+                Ok(Some(c)) => n += c.len(),
+                Ok(None) => panic!("no error"),
+                Err(e) => break e,
+            }
+        };
+        assert!(n > 20000);
+        assert!(
+            matches!(err, CodecError::Truncated { decoded, expected: 46684, .. } if decoded == n as u64)
+        );
+        assert_eq!(d.next_chunk().unwrap(), None);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // Headers of real files followed by noise, and pure noise.
+        let mut seed = 12345u64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        };
+        for rel in [
+            "audio/speech.mp3",
+            "audio/speech.flac",
+            "audio/speech.ogg",
+            "audio/speech.m4a",
+            "audio/speech_16k.wav",
+        ] {
+            let good = std::fs::read(fixture(rel)).unwrap();
+            for keep in [0usize, 4, 12, 44, 200, 1000] {
+                let mut b: Vec<u8> = good[..keep.min(good.len())].to_vec();
+                b.extend((0..3000).map(|_| rnd()));
+                if let Ok(d) = Decoder::from_bytes(b, rel) {
+                    let _ = decode_all(d, Some(16000), Quality::Fast);
+                }
+            }
+        }
+    }
+}

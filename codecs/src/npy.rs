@@ -42,3 +42,26 @@ pub fn read_npy_f32(path: impl AsRef<Path>) -> Result<Array2<f32>> {
         detail: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mel_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.npy");
+        let mel = MelSpectrogram {
+            n_mels: 3,
+            n_frames: 2,
+            data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        };
+        write_mel_npy(&p, &mel).unwrap();
+        let a = read_npy_f32(&p).unwrap();
+        assert_eq!(a, mel.to_array());
+        assert_eq!(a[[2, 1]], 6.0);
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(&bytes[..6], b"\x93NUMPY");
+        assert!(String::from_utf8_lossy(&bytes[..128]).contains("'descr': '<f4'"));
+    }
+}
