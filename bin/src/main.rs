@@ -35,6 +35,8 @@ pub struct Global {
 pub enum Command {
     /// Compute model input features (Whisper log-mel) and write them as .npy.
     Features(cmd::features::Args),
+    /// Transcribe or translate speech with a Whisper model (files, directories or stdin).
+    Transcribe(cmd::transcribe::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +51,7 @@ fn main() -> std::process::ExitCode {
     init_logging(&cli.global);
     let result = match cli.command {
         Command::Features(args) => cmd::features::run(args, &cli.global),
+        Command::Transcribe(args) => cmd::transcribe::run(args, &cli.global),
     };
     match result {
         Ok(code) => code.into(),

@@ -4,3 +4,4 @@
 //! command itself and counted into `Exit::SomeFailed`.
 
 pub mod features;
+pub mod transcribe;

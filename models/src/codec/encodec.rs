@@ -568,6 +568,9 @@ impl Encodec {
             frame_rate: cfg.frame_rate() as f64,
             codebook_size: cfg.codebook_size,
             max_codebooks: codebooks.len(),
+            default_codebooks: cfg
+                .codebooks_for_bandwidth(cfg.target_bandwidths.first().copied().unwrap_or(1.5))
+                .min(codebooks.len()),
             has_decoder: true,
         };
         Ok(Self {

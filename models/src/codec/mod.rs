@@ -88,6 +88,9 @@ pub struct TokenizerInfo {
     pub codebook_size: usize,
     /// Codebooks available in the checkpoint.
     pub max_codebooks: usize,
+    /// Codebooks used when none are asked for (EnCodec: the first target
+    /// bandwidth, as transformers does).
+    pub default_codebooks: usize,
     /// Whether `decode` exists (false for SSL + k-means).
     pub has_decoder: bool,
 }
@@ -96,6 +99,26 @@ impl TokenizerInfo {
     /// Bitrate in bits per second for `codebooks` codebooks.
     pub fn bitrate(&self, codebooks: usize) -> f64 {
         self.frame_rate * codebooks as f64 * (self.codebook_size as f64).log2()
+    }
+
+    /// Codebooks that fit in `kbps` (at least 1): transformers'
+    /// `floor(bandwidth * 1000 / (log2(codebook_size) * frame_rate))`.
+    pub fn codebooks_for_bandwidth(&self, kbps: f64) -> Result<usize> {
+        if !(kbps > 0.0) || !kbps.is_finite() {
+            return Err(CodecError::BadOption(format!(
+                "bandwidth must be > 0 kbps, got {kbps}"
+            )));
+        }
+        let k = ((kbps * 1000.0 / self.bitrate(1)).floor() as usize).max(1);
+        if k > self.max_codebooks {
+            return Err(CodecError::BadOption(format!(
+                "{kbps} kbps needs {k} codebooks; the {} model has {} ({:.2} kbps at most)",
+                self.codec,
+                self.max_codebooks,
+                self.bitrate(self.max_codebooks) / 1000.0
+            )));
+        }
+        Ok(k)
     }
 }
 
@@ -250,6 +273,7 @@ mod tests {
             frame_rate: 75.0,
             codebook_size: 64,
             max_codebooks: 8,
+            default_codebooks: 2,
             has_decoder: true,
         }
     }
@@ -288,6 +312,10 @@ mod tests {
     #[test]
     fn bitrate_and_kind() {
         assert!((info().bitrate(8) - 3600.0).abs() < 1e-9);
+        assert_eq!(info().codebooks_for_bandwidth(1.8).unwrap(), 4);
+        assert_eq!(info().codebooks_for_bandwidth(0.1).unwrap(), 1);
+        assert!(info().codebooks_for_bandwidth(6.0).is_err());
+        assert!(info().codebooks_for_bandwidth(-1.0).is_err());
         assert_eq!("EnCodec".parse::<CodecKind>().unwrap(), CodecKind::Encodec);
         assert!("mp3".parse::<CodecKind>().is_err());
     }

@@ -411,6 +411,7 @@ impl SslTokenizer {
             frame_rate: 16000.0 / encoder.hop() as f64,
             codebook_size: k,
             max_codebooks: 1,
+            default_codebooks: 1,
             has_decoder: false,
         };
         Ok(Self {

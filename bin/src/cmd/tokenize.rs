@@ -1,0 +1,283 @@
+//! `voxtok tokenize` (audio → discrete codes) and `voxtok detokenize`
+//! (codes → WAV) over the tokenizers in `voxtok_models::codec`.
+
+use crate::{exit::Exit, Global};
+use anyhow::{bail, Context};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use voxtok_models::codec::{self, npy, AudioTokenizer, CodecKind, Codes, LoadOptions};
+use voxtok_models::runtime::{parse_device, ModelDir};
+
+/// Model selection shared by both commands.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Tokenizer family: encodec, ssl (HuBERT / wav2vec2 features + k-means;
+    /// no decoder), dac, mimi (not built yet).
+    #[arg(long, value_name = "encodec|dac|mimi|ssl")]
+    pub codec: String,
+    /// Hugging Face-layout model directory (config.json + *.safetensors),
+    /// or a name under $VOXTOK_MODELS.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// `voxtok tokenize`.
+#[derive(clap::Args, Debug)]
+pub struct TokenizeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Target bitrate in kbps (EnCodec: 1.5, 3, 6, 12, 24 for the 24 kHz
+    /// model ↔ 2, 4, 8, 16, 32 codebooks). Default: the model's first target bandwidth.
+    #[arg(long, value_name = "KBPS", conflicts_with = "codebooks")]
+    pub bandwidth: Option<f64>,
+    /// Number of codebooks to keep (instead of --bandwidth).
+    #[arg(long, value_name = "N")]
+    pub codebooks: Option<usize>,
+    /// SSL: hidden layer whose features are clustered (transformers'
+    /// `hidden_states[L]`: 0 = transformer input, L = output of layer L).
+    #[arg(long, value_name = "L")]
+    pub layer: Option<usize>,
+    /// SSL: k-means centroids, .npy [K x D] float or .safetensors.
+    #[arg(long, value_name = "FILE")]
+    pub kmeans: Option<PathBuf>,
+    /// SSL: collapse runs of repeated ids.
+    #[arg(long)]
+    pub dedup: bool,
+    /// Audio files or directories (searched recursively for audio files).
+    #[arg(required = true, value_name = "IN")]
+    pub inputs: Vec<String>,
+    /// Output: OUT.npy (int64 [codebooks x frames]; one input only) or
+    /// OUT.jsonl / `-` (one JSON object per input: path, codec, codebooks,
+    /// frame_rate, codes, error).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+}
+
+/// `voxtok detokenize`.
+#[derive(clap::Args, Debug)]
+pub struct DetokenizeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Codes as .npy: integer [codebooks x frames] (or [1 x codebooks x frames]).
+    #[arg(value_name = "CODES.npy")]
+    pub codes: PathBuf,
+    /// Output WAV (16-bit PCM at the model's sample rate).
+    #[arg(short, long, value_name = "OUT.wav")]
+    pub output: PathBuf,
+    /// Write 32-bit float WAV instead of 16-bit PCM.
+    #[arg(long)]
+    pub float: bool,
+}
+
+fn load(m: &ModelArgs, opts: &LoadOptions) -> anyhow::Result<Box<dyn AudioTokenizer>> {
+    let kind: CodecKind = m.codec.parse()?;
+    let device = parse_device(&m.device)?;
+    let dir = ModelDir::open(&m.model)?;
+    let tok = codec::load(kind, &dir, opts, &device).with_context(|| {
+        format!(
+            "cannot load the {} model from {}",
+            kind.name(),
+            m.model.display()
+        )
+    })?;
+    let i = tok.info();
+    tracing::info!(
+        "{}: {} Hz, {} Hz frames, {} codebooks of {}",
+        i.codec,
+        i.sample_rate,
+        i.frame_rate,
+        i.max_codebooks,
+        i.codebook_size
+    );
+    Ok(tok)
+}
+
+/// Reads, downmixes and (if needed) resamples one file to the model's rate.
+fn read_input(path: &Path, rate: u32) -> anyhow::Result<Vec<f32>> {
+    let dec = voxtok_codecs::Decoder::open(path)?;
+    let from = dec.sample_rate();
+    if from != rate {
+        tracing::info!("{}: resampling {from} Hz -> {rate} Hz", path.display());
+    }
+    let audio = voxtok_codecs::decode::decode_all(dec, Some(rate), voxtok_codecs::Quality::High)?;
+    if audio.samples.is_empty() {
+        bail!("no audio samples");
+    }
+    Ok(audio.samples)
+}
+
+fn rows(c: &Codes) -> Vec<Vec<u32>> {
+    (0..c.codebooks).map(|k| c.row(k).to_vec()).collect()
+}
+
+pub fn run_tokenize(args: TokenizeArgs, g: &Global) -> anyhow::Result<Exit> {
+    let inputs = voxtok_pipeline::inputs::expand(
+        &args.inputs,
+        None,
+        voxtok_pipeline::inputs::AUDIO_EXTENSIONS,
+    )?;
+    if inputs.is_empty() {
+        bail!("no audio files found in {:?}", args.inputs);
+    }
+    let out = &args.output;
+    let as_npy = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if as_npy && inputs.len() > 1 {
+        bail!(
+            "{} inputs: write JSONL (-o OUT.jsonl), .npy holds one input's codes",
+            inputs.len()
+        );
+    }
+    let opts = LoadOptions {
+        layer: args.layer,
+        kmeans: args.kmeans.clone(),
+        dedup: args.dedup,
+    };
+    let tok = load(&args.model, &opts)?;
+    let info = tok.info().clone();
+    let k = match (args.bandwidth, args.codebooks) {
+        (Some(bw), _) => info.codebooks_for_bandwidth(bw)?,
+        (None, Some(n)) if n == 0 || n > info.max_codebooks => {
+            bail!(
+                "--codebooks {n}: the {} model has 1..={}",
+                info.codec,
+                info.max_codebooks
+            )
+        }
+        (None, Some(n)) => n,
+        (None, None) => info.default_codebooks,
+    };
+    tracing::info!("{} codebooks, {:.3} kbps", k, info.bitrate(k) / 1000.0);
+
+    let mut sink: Option<Box<dyn Write>> = if as_npy {
+        None
+    } else if out.as_os_str() == "-" {
+        Some(Box::new(std::io::stdout().lock()))
+    } else {
+        let f = std::fs::File::create(out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
+        Some(Box::new(std::io::BufWriter::new(f)))
+    };
+    let mut failed = 0usize;
+    for input in &inputs {
+        let key = input.key();
+        let res: anyhow::Result<Codes> = match input {
+            voxtok_pipeline::inputs::Input::Stdin => {
+                Err(anyhow::anyhow!("stdin input is not supported by tokenize"))
+            }
+            voxtok_pipeline::inputs::Input::Path(p) => read_input(p, info.sample_rate)
+                .and_then(|x| Ok(codec::encode_mono(tok.as_ref(), &x, k)?)),
+        };
+        if let Err(e) = &res {
+            failed += 1;
+            if !g.quiet || sink.is_none() {
+                eprintln!("error: {key}: {e:#}");
+            }
+        }
+        match &mut sink {
+            None => {
+                if let Ok(c) = &res {
+                    let data: Vec<i64> = c.ids.iter().map(|&v| v as i64).collect();
+                    npy::write_i64(out, &[c.codebooks, c.frames], &data)
+                        .with_context(|| format!("cannot write {}", out.display()))?;
+                }
+            }
+            Some(w) => {
+                let rec = match &res {
+                    Ok(c) => serde_json::json!({
+                        "path": key, "codec": info.codec, "codebooks": c.codebooks,
+                        "frame_rate": info.frame_rate, "sample_rate": info.sample_rate,
+                        "codes": rows(c), "error": null,
+                    }),
+                    Err(e) => serde_json::json!({
+                        "path": key, "codec": info.codec, "codebooks": k,
+                        "frame_rate": info.frame_rate, "sample_rate": info.sample_rate,
+                        "codes": null, "error": format!("{e:#}"),
+                    }),
+                };
+                writeln!(w, "{rec}").context("cannot write output")?;
+            }
+        }
+    }
+    if let Some(w) = &mut sink {
+        w.flush().context("cannot write output")?;
+    }
+    if !g.quiet && inputs.len() > 1 {
+        eprintln!(
+            "tokenized {} of {} inputs with {} ({k} codebooks)",
+            inputs.len() - failed,
+            inputs.len(),
+            info.codec
+        );
+    }
+    Ok(Exit::from_failures(failed))
+}
+
+/// Reads a code matrix from `.npy`, with errors naming the problem.
+pub fn read_codes(path: &Path) -> anyhow::Result<Codes> {
+    let a = npy::read_int(path)?;
+    let (k, n) = match a.shape.as_slice() {
+        [n] => (1, *n),
+        [k, n] => (*k, *n),
+        [1, k, n] => (*k, *n),
+        s => bail!("codes must be [codebooks x frames], got shape {s:?}"),
+    };
+    if k == 0 || n == 0 {
+        bail!("empty code matrix (shape {:?})", a.shape);
+    }
+    if let Some((i, v)) = a
+        .data
+        .iter()
+        .enumerate()
+        .find(|(_, &v)| v < 0 || v > u32::MAX as i64)
+    {
+        bail!(
+            "code {v} at codebook {}, frame {} is out of range",
+            i / n,
+            i % n
+        );
+    }
+    Ok(Codes {
+        codebooks: k,
+        frames: n,
+        ids: a.data.iter().map(|&v| v as u32).collect(),
+    })
+}
+
+pub fn run_detokenize(args: DetokenizeArgs, _g: &Global) -> anyhow::Result<Exit> {
+    let kind: CodecKind = args.model.codec.parse()?;
+    if kind == CodecKind::Ssl {
+        bail!(
+            "the ssl tokenizer has no decoder: SSL + k-means ids cannot be turned back into audio"
+        );
+    }
+    let tok = load(&args.model, &LoadOptions::default())?;
+    let res = read_codes(&args.codes).and_then(|c| {
+        tracing::info!(
+            "{}: {} codebooks x {} frames",
+            args.codes.display(),
+            c.codebooks,
+            c.frames
+        );
+        Ok(codec::decode_mono(tok.as_ref(), &c)?)
+    });
+    let audio = match res {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {}: {e:#}", args.codes.display());
+            return Ok(Exit::SomeFailed);
+        }
+    };
+    let fmt = if args.float {
+        voxtok_codecs::WavFormat::Float32
+    } else {
+        voxtok_codecs::WavFormat::Pcm16
+    };
+    voxtok_codecs::write_wav(&args.output, &audio, tok.info().sample_rate, fmt)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    Ok(Exit::Ok)
+}
