@@ -5,3 +5,4 @@
 
 pub mod features;
 pub mod transcribe;
+pub mod text;
