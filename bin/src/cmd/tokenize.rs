@@ -11,8 +11,8 @@ use voxtok_models::runtime::{parse_device, ModelDir};
 /// Model selection shared by both commands.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Tokenizer family: encodec, ssl (HuBERT / wav2vec2 features + k-means;
-    /// no decoder), dac, mimi (not built yet).
+    /// Tokenizer family: encodec, dac, ssl (HuBERT / wav2vec2 features +
+    /// k-means; no decoder), mimi (not built yet).
     #[arg(long, value_name = "encodec|dac|mimi|ssl")]
     pub codec: String,
     /// Hugging Face-layout model directory (config.json + *.safetensors),

@@ -1,4 +1,4 @@
-//! Discrete audio tokenizers (the DASB set): EnCodec, SSL features + k-means,
+//! Discrete audio tokenizers (the DASB set): EnCodec, DAC, SSL features + k-means,
 //! behind one small interface mirroring DASB's `sig_to_tokens` /
 //! `tokens_to_sig`: audio `[B, T]` → codes `[B, K, N]` (K codebooks, N frames)
 //! and back.
@@ -6,6 +6,7 @@
 //! Models load from Hugging Face-layout directories (`EncodecModel`,
 //! `HubertModel`, ...) through [`crate::runtime::ModelDir`].
 
+pub mod dac;
 pub mod encodec;
 pub mod llm_mapping;
 mod nn;
@@ -255,10 +256,10 @@ pub fn load(
     match kind {
         CodecKind::Encodec => Ok(Box::new(encodec::Encodec::load(dir, device)?)),
         CodecKind::Ssl => Ok(Box::new(ssl::SslTokenizer::load(dir, opts, device)?)),
-        CodecKind::Dac | CodecKind::Mimi => Err(CodecError::BadOption(format!(
-            "the {} tokenizer is not implemented yet in this build (available: encodec, ssl)",
-            kind.name()
-        ))),
+        CodecKind::Dac => Ok(Box::new(dac::Dac::load(dir, device)?)),
+        CodecKind::Mimi => Err(CodecError::BadOption(
+            "the mimi tokenizer is not implemented yet in this build (available: encodec, dac, ssl)".into(),
+        )),
     }
 }
 
