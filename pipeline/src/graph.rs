@@ -10,7 +10,7 @@ use crate::sink::{KeepOrder, Sink, SinkHandle};
 use crate::source::{Source, SourceCtx};
 use crate::stage::{BatchOpts, BatchStage, Emit, Stage};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Select, Sender};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
@@ -170,6 +170,8 @@ fn channel<T>(cap: usize) -> (Tx<T>, Port<T>) {
 pub(crate) struct Output<T> {
     tx: Tx<T>,
     next: HashMap<StreamId, u64>,
+    /// Streams that failed: their later items are dropped until the end.
+    poisoned: HashSet<StreamId>,
     name: Arc<str>,
     metrics: Arc<StageMetrics>,
     shared: Arc<Shared>,
@@ -184,6 +186,7 @@ impl<T> Output<T> {
         Output {
             tx,
             next: HashMap::new(),
+            poisoned: HashSet::new(),
             name: name.clone(),
             metrics: metrics.clone(),
             shared: shared.clone(),
@@ -222,8 +225,14 @@ impl<T> Output<T> {
         }
     }
 
-    /// Send the next item of `stream`.
+    /// Send the next item of `stream` (dropped if the stream already failed).
     pub(crate) fn item(&mut self, stream: StreamId, data: Result<T, Failed>) {
+        if self.poisoned.contains(&stream) {
+            return;
+        }
+        if data.is_err() {
+            self.poisoned.insert(stream);
+        }
         let seq = self.next.entry(stream).or_insert(0);
         let m = Msg::Item(Item {
             stream,
@@ -236,6 +245,7 @@ impl<T> Output<T> {
 
     /// End `stream`.
     pub(crate) fn end(&mut self, stream: StreamId) {
+        self.poisoned.remove(&stream);
         let seq = self.next.remove(&stream).unwrap_or(0);
         self.send_raw(Msg::End { stream, seq });
     }
@@ -248,6 +258,11 @@ impl<T> Output<T> {
         if g.end {
             self.end(g.stream);
         }
+    }
+
+    /// The stream failed upstream or here: skip its work.
+    pub(crate) fn failed(&self, stream: StreamId) -> bool {
+        self.poisoned.contains(&stream)
     }
 
     pub(crate) fn is_dead(&self) -> bool {
@@ -393,8 +408,78 @@ impl Graph {
         port
     }
 
+    /// Add a stage with `workers` threads where each stream stays on one
+    /// worker (the least busy when the stream starts), so a stage may keep
+    /// per-stream state (decoders, resamplers, streaming feature extractors)
+    /// and its outputs stream out as they are pushed.
+    pub fn per_stream<S, F>(
+        &mut self,
+        name: &str,
+        input: Port<S::In>,
+        workers: usize,
+        make: F,
+    ) -> Port<S::Out>
+    where
+        S: Stage,
+        F: Fn() -> S,
+    {
+        if workers <= 1 {
+            return self.stage(name, input, make());
+        }
+        let (tx, port) = channel(self.opts.capacity);
+        let m = self.add_metrics(name, "stage", workers, &[(&input.hw, input.cap)]);
+        let name: Arc<str> = name.into();
+        // Messages routed to each worker and not yet handled.
+        let pending: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..workers).map(|_| AtomicUsize::new(0)).collect());
+        let mut wtxs = Vec::new();
+        for w in 0..workers {
+            let (wtx, wrx) = bounded::<Msg<S::In>>(2);
+            wtxs.push(wtx);
+            let stage = make();
+            let (tx, shared, m, n2, pending) = (
+                tx.clone(),
+                self.shared.clone(),
+                m.clone(),
+                name.clone(),
+                pending.clone(),
+            );
+            self.spawn(format!("{name}#{w}"), &name, move || {
+                let mut out = Output::new(tx, &n2, &m, &shared);
+                let rx = wrx.into_iter().inspect(|_| {
+                    pending[w].fetch_sub(1, Relaxed);
+                });
+                run_single(stage, rx, &mut out, &n2, &m, &shared);
+            });
+        }
+        drop(tx);
+        let shared = self.shared.clone();
+        self.spawn(format!("{name}#route"), &name, move || {
+            let mut assign: HashMap<StreamId, usize> = HashMap::new();
+            for msg in input.rx {
+                if shared.aborted() {
+                    continue;
+                }
+                let s = msg.stream();
+                let w = *assign.entry(s).or_insert_with(|| {
+                    (0..workers)
+                        .min_by_key(|&i| pending[i].load(Relaxed))
+                        .unwrap_or(0)
+                });
+                if matches!(msg, Msg::End { .. }) {
+                    assign.remove(&s);
+                }
+                pending[w].fetch_add(1, Relaxed);
+                // A failed send means the worker died: its panic is recorded.
+                let _ = wtxs[w].send(msg);
+            }
+        });
+        port
+    }
+
     /// Add a stage with `workers` threads, each with its own instance from
     /// `make`; items may finish in any order but leave in order per stream.
+    /// Only for stages without per-stream state (see [`per_stream`](Self::per_stream)).
     pub fn parallel<S, F>(
         &mut self,
         name: &str,
@@ -668,7 +753,7 @@ fn call<R>(
 /// One worker, outputs sent as they are pushed (streaming, in order).
 fn run_single<S: Stage>(
     mut stage: S,
-    rx: Receiver<Msg<S::In>>,
+    rx: impl IntoIterator<Item = Msg<S::In>>,
     out: &mut Output<S::Out>,
     name: &str,
     m: &StageMetrics,
@@ -694,6 +779,9 @@ fn run_single<S: Stage>(
                 data: Ok(v),
             }) => {
                 m.items_in.fetch_add(1, Relaxed);
+                if out.failed(stream) {
+                    continue;
+                }
                 (stream, seq, Some(v), false)
             }
             Msg::End { stream, seq } => (stream, seq, None, true),

@@ -30,15 +30,17 @@ impl<T> Emit<'_, T> {
 /// A processing step: zero or more outputs per input item, per stream.
 ///
 /// `process` is never called for failed items (they pass through). An `Err`
-/// becomes a `Failed` item for that input's stream; a panic stops the run.
+/// becomes a `Failed` item for that input's stream, which ends the stream:
+/// its later items are dropped. A panic stops the run.
 pub trait Stage: Send + 'static {
     type In: Send + 'static;
     type Out: Send + 'static;
     /// Handle one input of stream `out.stream()`.
     fn process(&mut self, input: Self::In, out: &mut Emit<'_, Self::Out>) -> Result<(), BoxError>;
-    /// End of stream `out.stream()`: emit anything buffered for it. With
-    /// several workers this runs on one of them, so only stateless stages
-    /// should run in parallel.
+    /// End of stream `out.stream()`: emit anything buffered for it and drop
+    /// its state. Also called after the stream failed (outputs then dropped).
+    /// Stages with per-stream state run on one worker or with
+    /// `Graph::per_stream`, never `Graph::parallel`.
     fn flush(&mut self, out: &mut Emit<'_, Self::Out>) -> Result<(), BoxError> {
         let _ = out;
         Ok(())
