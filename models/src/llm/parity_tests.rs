@@ -51,6 +51,25 @@ fn logits_parity(kind: &str) {
         eprintln!("{kind}: logits max abs err {err:.2e}");
         assert!(err <= 1e-4, "{kind}: logits max abs err {err}");
     }
+    // all whole prompts in one ragged batch (22 rows: candle's gemm path, not the thin-M kernel)
+    let prompts: Vec<Vec<u32>> = cases.iter().map(|c| ids(&c["ids"])).collect();
+    let mut caches: Vec<KvCache> = prompts.iter().map(|_| m.new_cache(64).unwrap()).collect();
+    let seqs: Vec<SeqInput> = prompts.iter().map(|p| SeqInput { tokens: p }).collect();
+    let mut cr: Vec<&mut KvCache> = caches.iter_mut().collect();
+    let l = m
+        .forward(&seqs, &mut cr, true)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let mut off = 0;
+    for (p, c) in prompts.iter().zip(cases) {
+        let err = max_abs(&l[off..off + p.len()], &c["logits"]);
+        assert!(
+            err <= 1e-4,
+            "{kind}: ragged prefill logits max abs err {err}"
+        );
+        off += p.len();
+    }
     // all sequences in one ragged batch, prompt split into prefill + decode steps
     let prompts: Vec<Vec<u32>> = cases.iter().map(|c| ids(&c["ids"])).collect();
     let mut caches: Vec<KvCache> = prompts.iter().map(|_| m.new_cache(64).unwrap()).collect();
