@@ -37,6 +37,8 @@ pub enum Command {
     Features(cmd::features::Args),
     /// Transcribe or translate speech with a Whisper model (files, directories or stdin).
     Transcribe(cmd::transcribe::Args),
+    /// Benchmarks: `voxtok bench asr ...` (x real time, tokens/s, peak memory).
+    Bench(cmd::bench::Args),
     /// Text tokenization (stats, digit splitting) and LLM generation (Qwen2/Llama).
     Text(cmd::text::Args),
 }
@@ -54,6 +56,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Features(args) => cmd::features::run(args, &cli.global),
         Command::Transcribe(args) => cmd::transcribe::run(args, &cli.global),
+        Command::Bench(args) => cmd::bench::run(args, &cli.global),
         Command::Text(args) => cmd::text::run(args, &cli.global),
     };
     match result {

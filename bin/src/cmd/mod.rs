@@ -3,6 +3,8 @@
 //! an unloadable model (exit 2); per-input failures are reported by the
 //! command itself and counted into `Exit::SomeFailed`.
 
+pub mod bench;
+pub mod bench_asr;
 pub mod common;
 pub mod features;
 pub mod features_graph;

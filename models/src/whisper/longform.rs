@@ -227,6 +227,7 @@ impl<'a> Transcriber<'a> {
     pub fn step(&mut self, streams: &mut [Stream]) -> Result<bool> {
         let n_mels = self.w.n_mels();
         let n_frames = WINDOW_SAMPLES / HOP;
+        let t0 = std::time::Instant::now();
         let mut active = Vec::new();
         let mut mels: Vec<f32> = Vec::new();
         let mut sizes = Vec::new();
@@ -257,7 +258,9 @@ impl<'a> Transcriber<'a> {
         }
         let dev = self.w.model.device();
         let mel = Tensor::from_vec(mels, (active.len(), n_mels, n_frames), dev)?;
+        let t_mel = t0.elapsed();
         let audio = self.w.model.encode(&mel)?;
+        let t_enc = t0.elapsed();
 
         // Languages: given, detected once per stream, or English-only.
         let tok = &self.w.tokenizer;
@@ -306,6 +309,13 @@ impl<'a> Transcriber<'a> {
                 break;
             }
         }
+        tracing::debug!(
+            rows = active.len(),
+            "window: input+mel {:?}, encoder {:?}, decoder {:?}",
+            t_mel,
+            t_enc - t_mel,
+            t0.elapsed() - t_enc
+        );
         for (r, &i) in active.iter().enumerate() {
             let res = results[r].take().expect("every row decoded");
             accept(self.w, o, &mut streams[i], res, sizes[r]);
@@ -360,7 +370,7 @@ fn accept(w: &Whisper, o: &TranscribeOptions, s: &mut Stream, r: DecodingResult,
             return;
         }
     }
-    s.tokens_decoded += r.tokens.len() + 1;
+    s.tokens_decoded += r.tokens.len();
     let offset = s.seek as f64 * HOP as f64 / 16000.0;
     let tokens = &r.tokens;
     let is_ts: Vec<bool> = tokens.iter().map(|&t| tok.is_timestamp(t)).collect();

@@ -12,6 +12,7 @@
 pub mod config;
 mod ct2;
 pub mod decoding;
+mod fastmath;
 pub mod kv_cache;
 pub mod languages;
 pub mod longform;

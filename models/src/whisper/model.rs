@@ -89,7 +89,7 @@ impl Attention {
         if let Some(m) = mask {
             w = w.broadcast_add(m)?;
         }
-        let w = candle_nn::ops::softmax_last_dim(&w)?;
+        let w = super::fastmath::softmax_last_dim(&w.contiguous()?)?;
         let out = w
             .matmul(v)?
             .transpose(1, 2)?
