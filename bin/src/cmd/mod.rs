@@ -7,6 +7,5 @@ pub mod bench;
 pub mod bench_asr;
 pub mod common;
 pub mod features;
-pub mod features_graph;
 pub mod transcribe;
 pub mod text;
