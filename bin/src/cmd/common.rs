@@ -2,7 +2,6 @@
 //! (`features`, `transcribe`, `tokenize`, ...): input-list flags, run flags
 //! (`--jobs`, `--keep-order`, `--resume`, `--stats`), Ctrl-C, the progress
 //! bar, and the exit code.
-#![allow(dead_code)] // until `voxtok features` is wired onto it (see features_graph.rs)
 
 use crate::exit::Exit;
 use anyhow::Context;
