@@ -41,6 +41,10 @@ pub enum Command {
     Bench(cmd::bench::Args),
     /// Text tokenization (stats, digit splitting) and LLM generation (Qwen2/Llama).
     Text(cmd::text::Args),
+    /// Audio -> discrete tokens (EnCodec, DAC, SSL + k-means): .npy for one input, JSONL for many.
+    Tokenize(cmd::tokenize::TokenizeArgs),
+    /// Discrete tokens (.npy) -> WAV (EnCodec, DAC; SSL tokens have no decoder).
+    Detokenize(cmd::tokenize::DetokenizeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +62,8 @@ fn main() -> std::process::ExitCode {
         Command::Transcribe(args) => cmd::transcribe::run(args, &cli.global),
         Command::Bench(args) => cmd::bench::run(args, &cli.global),
         Command::Text(args) => cmd::text::run(args, &cli.global),
+        Command::Tokenize(args) => cmd::tokenize::run_tokenize(args, &cli.global),
+        Command::Detokenize(args) => cmd::tokenize::run_detokenize(args, &cli.global),
     };
     match result {
         Ok(code) => code.into(),

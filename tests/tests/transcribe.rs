@@ -323,3 +323,60 @@ fn long_form_segments_are_ordered_and_inside_the_audio() {
     assert!(srt.starts_with("1\n00:00:"), "{srt}");
     assert_eq!(srt.matches(" --> ").count(), segs.len());
 }
+
+#[test]
+fn stdin_language_detection_and_translate() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let r = reference("tiny-multi");
+    let m = model("tiny-multi");
+    // stdin input, plain decoding: same ids as from the file.
+    let mut args = vec!["transcribe", "-", "--model", &m, "--format", "jsonl"];
+    args.extend_from_slice(PLAIN);
+    let mut child = voxtok()
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(wav("voiced")).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v = &jsonl(&String::from_utf8_lossy(&out.stdout))[0];
+    assert_eq!(v["path"], "-");
+    let want: Vec<u64> = ids(&r["wav"]["voiced"]["plain"])
+        .into_iter()
+        .filter(|&t| t != 588)
+        .collect();
+    assert_eq!(all_tokens(v), want);
+    // No --language: detected from the audio; translate task accepted.
+    let f = wav("chirp");
+    let (code, out, err) = run(&[
+        "transcribe",
+        &f,
+        "--model",
+        &m,
+        "--format",
+        "json",
+        "--task",
+        "translate",
+        "--max-new-tokens",
+        "8",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let lang = v["language"].as_str().unwrap();
+    assert!(
+        ["en", "zh", "de", "es", "ru", "fr", "ja", "uk"].contains(&lang),
+        "{lang}"
+    );
+    // An unknown language is a usage error.
+    let (code, _, err) = run(&["transcribe", &f, "--model", &m, "--language", "klingon"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("klingon"), "{err}");
+}

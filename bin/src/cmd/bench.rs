@@ -14,10 +14,13 @@ pub struct Args {
 pub enum Kind {
     /// Whisper transcription: x real time, tokens/s, peak memory.
     Asr(super::bench_asr::Args),
+    /// Audio tokenizers (DASB-style): bitrate, SI-SDR, mel distance, encode/decode x real time.
+    Codec(super::bench_codec::Args),
 }
 
 pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
     match args.kind {
         Kind::Asr(a) => super::bench_asr::run(a, g),
+        Kind::Codec(a) => super::bench_codec::run(a, g),
     }
 }

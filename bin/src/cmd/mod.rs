@@ -5,7 +5,9 @@
 
 pub mod bench;
 pub mod bench_asr;
+pub mod bench_codec;
 pub mod common;
 pub mod features;
 pub mod transcribe;
 pub mod text;
+pub mod tokenize;
