@@ -376,3 +376,80 @@ fn bad_codes_and_options_are_clear_errors() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("JSONL"), "{}", stderr(&o));
 }
+
+#[test]
+fn dac_round_trip_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let npy = dir.path().join("speech.npy");
+    let m = fixture("codecs/dac");
+    // 24 kHz input, resampled to the model's 16 kHz.
+    let o = run(&[
+        "tokenize",
+        "--codec",
+        "dac",
+        "--model",
+        s(&m),
+        "--codebooks",
+        "4",
+        s(&signal("speech_24k.wav")),
+        "-o",
+        s(&npy),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let codes: Array2<i64> = read_npy(&npy).unwrap();
+    assert_eq!(codes.nrows(), 4);
+    assert!(codes.iter().all(|&c| (0..64).contains(&c)));
+    let wav = dir.path().join("speech.wav");
+    let o = run(&[
+        "detokenize",
+        "--codec",
+        "dac",
+        "--model",
+        s(&m),
+        s(&npy),
+        "-o",
+        s(&wav),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (rate, y) = read_wav(&wav);
+    assert_eq!(rate, 16000);
+    assert_eq!(y.len(), codes.ncols() * 512);
+    assert!(y.iter().any(|v| v.abs() > 1e-2), "decoded audio is silent");
+}
+
+#[test]
+fn bench_codec_prints_the_dasb_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let svg = dir.path().join("bench.svg");
+    let o = run(&[
+        "-q",
+        "bench",
+        "codec",
+        "--dataset",
+        s(&fixture("codecs/signals")),
+        "--codec",
+        "encodec",
+        "--model",
+        s(&encodec()),
+        "--codebooks",
+        "2,8",
+        "--json",
+        s(&json),
+        "--svg",
+        s(&svg),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("| codebooks | kbps |") && out.contains("| 8 | 3.60 | 75.00 | 600.0 |"),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["files"], 6);
+    assert!(rows[1]["si_sdr_db"].is_number() && rows[1]["encode_xrt"].as_f64().unwrap() > 0.0);
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
+}

@@ -1,0 +1,391 @@
+//! `voxtok bench codec`: DASB-style evaluation of an audio tokenizer.
+//!
+//! Every file is encoded and decoded at each codebook setting; reported per
+//! setting: bitrate, frame and token rate, SI-SDR and log-mel distance
+//! between input and reconstruction, and encode/decode throughput (x real
+//! time) plus peak memory. Output: a Markdown table on stdout, optional JSON,
+//! and an SVG of SI-SDR against bitrate.
+
+use crate::{exit::Exit, Global};
+use anyhow::{bail, Context};
+use std::path::PathBuf;
+use std::time::Instant;
+use voxtok_models::codec::{self, CodecKind, LoadOptions};
+use voxtok_models::runtime::{parse_device, ModelDir};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Audio files or directories (searched recursively).
+    #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
+    pub dataset: Vec<String>,
+    /// encodec, dac or ssl (ssl: encode only, no quality metrics).
+    #[arg(long)]
+    pub codec: String,
+    /// Model directory (Hugging Face layout).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Codebook settings to evaluate, e.g. 2,4,8 (default: the model's default).
+    #[arg(long, value_delimiter = ',')]
+    pub codebooks: Vec<usize>,
+    /// SSL: layer and centroids (see `voxtok tokenize --help`).
+    #[arg(long)]
+    pub layer: Option<usize>,
+    #[arg(long)]
+    pub kmeans: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Timed passes over the dataset per setting (the fastest is reported);
+    /// one untimed warm-up pass precedes them.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the Markdown table here (it is always printed).
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// Write an SVG plot of SI-SDR against bitrate here.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+}
+
+/// Scale-invariant SDR in dB of `est` against `reference` (same length).
+pub fn si_sdr(reference: &[f32], est: &[f32]) -> f64 {
+    let n = reference.len().min(est.len());
+    let (r, e) = (&reference[..n], &est[..n]);
+    let dot: f64 = r.iter().zip(e).map(|(&a, &b)| a as f64 * b as f64).sum();
+    let rr: f64 = r.iter().map(|&a| a as f64 * a as f64).sum::<f64>() + 1e-12;
+    let alpha = dot / rr;
+    let (mut num, mut den) = (0f64, 0f64);
+    for (&a, &b) in r.iter().zip(e) {
+        let t = alpha * a as f64;
+        num += t * t;
+        den += (b as f64 - t).powi(2);
+    }
+    10.0 * ((num + 1e-12) / (den + 1e-12)).log10()
+}
+
+/// Mean absolute difference of Whisper log-mels (80 mels, 16 kHz) over the
+/// common frames.
+pub fn mel_distance(reference: &[f32], est: &[f32], rate: u32) -> anyhow::Result<f64> {
+    let to16 = |x: &[f32]| -> anyhow::Result<Vec<f32>> {
+        if rate == 16000 {
+            return Ok(x.to_vec());
+        }
+        let mut rs = voxtok_codecs::Resampler::new(rate, 16000, voxtok_codecs::Quality::High)?;
+        let mut out = rs.process(x)?;
+        out.extend(rs.finish()?);
+        Ok(out)
+    };
+    let n = reference.len().min(est.len());
+    let a =
+        voxtok_codecs::whisper_mel(&to16(&reference[..n])?, 80, voxtok_codecs::MelPadding::None)?;
+    let b = voxtok_codecs::whisper_mel(&to16(&est[..n])?, 80, voxtok_codecs::MelPadding::None)?;
+    let frames = a.n_frames.min(b.n_frames);
+    if frames == 0 {
+        bail!("too short for a mel frame");
+    }
+    let mut s = 0f64;
+    for m in 0..80 {
+        for f in 0..frames {
+            s += (a.get(m, f) - b.get(m, f)).abs() as f64;
+        }
+    }
+    Ok(s / (80 * frames) as f64)
+}
+
+/// Peak resident memory of this process (MiB), from /proc (Linux).
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    codebooks: usize,
+    bitrate_kbps: f64,
+    frame_rate: f64,
+    token_rate: f64,
+    files: usize,
+    audio_s: f64,
+    encode_s: f64,
+    decode_s: Option<f64>,
+    encode_xrt: f64,
+    decode_xrt: Option<f64>,
+    si_sdr_db: Option<f64>,
+    mel_distance: Option<f64>,
+}
+
+impl Row {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "codebooks": self.codebooks, "bitrate_kbps": self.bitrate_kbps, "frame_rate": self.frame_rate,
+            "token_rate": self.token_rate, "files": self.files, "audio_s": self.audio_s,
+            "encode_s": self.encode_s, "decode_s": self.decode_s, "encode_xrt": self.encode_xrt,
+            "decode_xrt": self.decode_xrt, "si_sdr_db": self.si_sdr_db, "mel_distance": self.mel_distance,
+        })
+    }
+}
+
+pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
+    let kind: CodecKind = args.codec.parse()?;
+    let device = parse_device(&args.device)?;
+    let dir = ModelDir::open(&args.model)?;
+    let opts = LoadOptions {
+        layer: args.layer,
+        kmeans: args.kmeans.clone(),
+        dedup: false,
+    };
+    let tok = codec::load(kind, &dir, &opts, &device).with_context(|| {
+        format!(
+            "cannot load the {} model from {}",
+            kind.name(),
+            args.model.display()
+        )
+    })?;
+    let info = tok.info().clone();
+    let inputs = voxtok_pipeline::inputs::expand(
+        &args.dataset,
+        None,
+        voxtok_pipeline::inputs::AUDIO_EXTENSIONS,
+    )?;
+    let mut audio: Vec<(String, Vec<f32>)> = Vec::new();
+    let mut failed = 0;
+    for inp in &inputs {
+        let voxtok_pipeline::inputs::Input::Path(p) = inp else {
+            continue;
+        };
+        match voxtok_codecs::read_audio(p, Some(info.sample_rate)) {
+            Ok(a) if !a.samples.is_empty() => audio.push((inp.key(), a.samples)),
+            Ok(_) => {
+                failed += 1;
+                eprintln!("error: {}: no samples", p.display());
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {e}", p.display());
+            }
+        }
+    }
+    if audio.is_empty() {
+        bail!("no readable audio in {:?}", args.dataset);
+    }
+    let audio_s: f64 =
+        audio.iter().map(|(_, x)| x.len() as f64).sum::<f64>() / info.sample_rate as f64;
+    let settings = if args.codebooks.is_empty() {
+        vec![info.default_codebooks]
+    } else {
+        args.codebooks.clone()
+    };
+    let progress = if g.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new((settings.len() * audio.len() * (args.repeat + 1)) as u64)
+    };
+    let mut rows = Vec::new();
+    for &k in &settings {
+        if k == 0 || k > info.max_codebooks {
+            bail!(
+                "--codebooks {k}: the {} model has 1..={}",
+                info.codec,
+                info.max_codebooks
+            );
+        }
+        let (mut best_enc, mut best_dec) = (f64::INFINITY, f64::INFINITY);
+        let (mut sdr, mut mel, mut n_ok) = (0f64, 0f64, 0usize);
+        for pass in 0..=args.repeat {
+            let (mut enc_s, mut dec_s) = (0f64, 0f64);
+            for (name, x) in &audio {
+                let t0 = Instant::now();
+                let codes = codec::encode_mono(tok.as_ref(), x, k)
+                    .with_context(|| format!("{name}: encode"))?;
+                enc_s += t0.elapsed().as_secs_f64();
+                if info.has_decoder {
+                    let t0 = Instant::now();
+                    let y = codec::decode_mono(tok.as_ref(), &codes)
+                        .with_context(|| format!("{name}: decode"))?;
+                    dec_s += t0.elapsed().as_secs_f64();
+                    if pass == 0 {
+                        sdr += si_sdr(x, &y);
+                        mel += mel_distance(x, &y, info.sample_rate)?;
+                        n_ok += 1;
+                    }
+                }
+                progress.inc(1);
+            }
+            if pass > 0 || args.repeat == 0 {
+                best_enc = best_enc.min(enc_s);
+                best_dec = best_dec.min(dec_s);
+            }
+        }
+        let has = info.has_decoder;
+        rows.push(Row {
+            codebooks: k,
+            bitrate_kbps: info.bitrate(k) / 1000.0,
+            frame_rate: info.frame_rate,
+            token_rate: info.frame_rate * k as f64,
+            files: audio.len(),
+            audio_s,
+            encode_s: best_enc,
+            decode_s: has.then_some(best_dec),
+            encode_xrt: audio_s / best_enc,
+            decode_xrt: has.then_some(audio_s / best_dec),
+            si_sdr_db: (has && n_ok > 0).then(|| sdr / n_ok as f64),
+            mel_distance: (has && n_ok > 0).then(|| mel / n_ok as f64),
+        });
+    }
+    progress.finish_and_clear();
+    let peak = peak_rss_mib();
+    let md = markdown(info.codec, &args.model.display().to_string(), &rows, peak);
+    print!("{md}");
+    if let Some(p) = &args.markdown {
+        std::fs::write(p, &md).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if let Some(p) = &args.json {
+        let v = serde_json::json!({
+            "codec": info.codec, "model": args.model, "sample_rate": info.sample_rate,
+            "codebook_size": info.codebook_size, "device": args.device, "threads": threads(),
+            "peak_rss_mib": peak, "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+        });
+        std::fs::write(p, serde_json::to_string_pretty(&v)? + "\n")
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if let Some(p) = &args.svg {
+        std::fs::write(p, svg(info.codec, &rows))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(Exit::from_failures(failed))
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map(|x| format!("{x:.prec$}"))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn markdown(codec: &str, model: &str, rows: &[Row], peak: Option<f64>) -> String {
+    let mut s = format!(
+        "\n{codec} ({model}), {} files, {:.1} s of audio, {} threads, peak RSS {} MiB\n\n",
+        rows.first().map_or(0, |r| r.files),
+        rows.first().map_or(0.0, |r| r.audio_s),
+        threads(),
+        opt(peak, 0)
+    );
+    s += "| codebooks | kbps | frames/s | tokens/s | SI-SDR dB | mel dist | encode xRT | decode xRT |\n";
+    s += "|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for r in rows {
+        s += &format!(
+            "| {} | {:.2} | {:.2} | {:.1} | {} | {} | {:.1} | {} |\n",
+            r.codebooks,
+            r.bitrate_kbps,
+            r.frame_rate,
+            r.token_rate,
+            opt(r.si_sdr_db, 2),
+            opt(r.mel_distance, 3),
+            r.encode_xrt,
+            opt(r.decode_xrt, 1)
+        );
+    }
+    s
+}
+
+/// A small line plot of SI-SDR (dB) against bitrate (kbps).
+fn svg(codec: &str, rows: &[Row]) -> String {
+    let pts: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| r.si_sdr_db.map(|y| (r.bitrate_kbps, y)))
+        .collect();
+    let (w, h, m) = (480.0, 320.0, 50.0);
+    let (x0, x1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
+        (a.0.min(p.0), a.1.max(p.0))
+    });
+    let (y0, y1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
+        (a.0.min(p.1), a.1.max(p.1))
+    });
+    let (x0, x1) = if pts.is_empty() {
+        (0.0, 1.0)
+    } else {
+        (0.0, x1.max(x0 + 1e-9) * 1.1)
+    };
+    let (y0, y1) = if pts.is_empty() {
+        (0.0, 1.0)
+    } else {
+        (y0.min(0.0) - 1.0, y1.max(y0 + 1.0) + 1.0)
+    };
+    let px = |x: f64| m + (x - x0) / (x1 - x0) * (w - 2.0 * m);
+    let py = |y: f64| h - m - (y - y0) / (y1 - y0) * (h - 2.0 * m);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <line x1=\"{m}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\n\
+         <line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{b}\" stroke=\"black\"/>\n\
+         <text x=\"{cx}\" y=\"{t}\" text-anchor=\"middle\">bitrate (kbps)</text>\n\
+         <text x=\"14\" y=\"{cy}\" transform=\"rotate(-90 14 {cy})\" text-anchor=\"middle\">SI-SDR (dB)</text>\n\
+         <text x=\"{cx}\" y=\"24\" text-anchor=\"middle\">{codec}: quality vs bitrate</text>\n",
+        b = h - m,
+        r = w - m,
+        cx = w / 2.0,
+        cy = h / 2.0,
+        t = h - 12.0
+    );
+    for i in 0..=4 {
+        let xv = x0 + (x1 - x0) * i as f64 / 4.0;
+        let yv = y0 + (y1 - y0) * i as f64 / 4.0;
+        s += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{xv:.2}</text>\n",
+            px(xv),
+            h - m + 16.0
+        );
+        s += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{yv:.1}</text>\n",
+            m - 4.0,
+            py(yv) + 4.0
+        );
+    }
+    let path: Vec<String> = pts
+        .iter()
+        .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+        .collect();
+    s += &format!(
+        "<polyline fill=\"none\" stroke=\"steelblue\" stroke-width=\"2\" points=\"{}\"/>\n",
+        path.join(" ")
+    );
+    for &(x, y) in &pts {
+        s += &format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"steelblue\"/>\n",
+            px(x),
+            py(y)
+        );
+    }
+    s + "</svg>\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn si_sdr_is_scale_invariant_and_orders_noise() {
+        let x: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.05).sin()).collect();
+        let y: Vec<f32> = x.iter().map(|v| 0.5 * v).collect();
+        assert!(si_sdr(&x, &y) > 100.0);
+        let noisy: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + 0.1 * ((i * 7919) % 13) as f32 / 13.0)
+            .collect();
+        let noisier: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + 0.5 * ((i * 7919) % 13) as f32 / 13.0)
+            .collect();
+        assert!(si_sdr(&x, &noisy) > si_sdr(&x, &noisier));
+    }
+}

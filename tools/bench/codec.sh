@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Codec throughput: voxtok vs transformers on the same random-weight models at
+# the real checkpoints' sizes (EnCodec 24 kHz at 6 kbps, DAC 16 kHz with 12
+# codebooks), same audio, same thread count, one script run.
+#
+#   tools/bench/codec.sh [SECONDS] [THREADS]     (default 10 s of audio, 2 threads)
+#
+# Needs /work/venv-style Python with torch + transformers ($PYTHON) and a built
+# voxtok ($VOXTOK, default target/release/voxtok, else target/debug/voxtok).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECONDS_AUDIO=${1:-10}
+THREADS=${2:-2}
+PYTHON=${PYTHON:-/work/venv/bin/python}
+VOXTOK=${VOXTOK:-target/release/voxtok}
+[ -x "$VOXTOK" ] || VOXTOK=target/debug/voxtok
+OUT=bench-out/codec
+mkdir -p "$OUT"
+export OMP_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
+"$PYTHON" tools/bench/codec_transformers.py --out "$OUT" --seconds "$SECONDS_AUDIO" --threads "$THREADS"
+"$VOXTOK" -q bench codec --dataset "$OUT/audio_24k.wav" --codec encodec --model "$OUT/encodec" \
+    --codebooks 8 --repeat 2 --json "$OUT/voxtok_encodec.json"
+"$VOXTOK" -q bench codec --dataset "$OUT/audio_16k.wav" --codec dac --model "$OUT/dac" \
+    --codebooks 12 --repeat 2 --json "$OUT/voxtok_dac.json"
+"$PYTHON" - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+ref = json.load(open(f"{out}/transformers.json"))
+lines = ["| codec | codebooks | voxtok encode xRT | transformers encode xRT | ratio | voxtok decode xRT | transformers decode xRT | ratio | voxtok peak RSS MiB |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+for c in ("encodec", "dac"):
+    v = json.load(open(f"{out}/voxtok_{c}.json"))
+    r = v["rows"][0]
+    t = ref[c]
+    lines.append(f"| {c} | {r['codebooks']} | {r['encode_xrt']:.1f} | {t['encode_xrt']:.1f} | {r['encode_xrt']/t['encode_xrt']:.2f}x "
+                 f"| {r['decode_xrt']:.1f} | {t['decode_xrt']:.1f} | {r['decode_xrt']/t['decode_xrt']:.2f}x | {v['peak_rss_mib']:.0f} |")
+table = "\n".join(lines)
+print(table)
+open(f"{out}/summary.md", "w").write(table + "\n")
+PY
