@@ -11,10 +11,12 @@
 
 use criterion::{criterion_group, Criterion, Throughput};
 use crossbeam_channel::{bounded, Receiver, Sender};
+use std::collections::hash_map::{Entry, HashMap};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use voxtok_codecs::{read_audio, whisper_mel, MelPadding, Quality, Resampler, WavFormat};
+use voxtok_codecs::mel::{whisper_mel_decoder, LogMel};
+use voxtok_codecs::{read_audio, whisper_mel, Decoder, MelPadding, Quality, Resampler, WavFormat};
 use voxtok_pipeline::*;
 
 /// Counts the items that reach it.
@@ -144,6 +146,91 @@ fn on_graph(files: &[PathBuf], workers: usize, split: bool) -> u64 {
     h.take().unwrap().0
 }
 
+/// Streaming variant (what `voxtok features` runs): chunks flow through
+/// per-stream stages with their own resampler / mel state.
+struct DecodeChunks;
+impl Stage for DecodeChunks {
+    type In = PathBuf;
+    type Out = (u32, Vec<f32>);
+    fn process(&mut self, p: PathBuf, out: &mut Emit<'_, Self::Out>) -> R<()> {
+        let mut d = Decoder::open(&p)?;
+        let rate = d.sample_rate();
+        while let Some(c) = d.next_chunk()? {
+            out.push((rate, c));
+        }
+        Ok(())
+    }
+}
+#[derive(Default)]
+struct ResampleS(HashMap<StreamId, Resampler>);
+impl Stage for ResampleS {
+    type In = (u32, Vec<f32>);
+    type Out = Vec<f32>;
+    fn process(&mut self, (rate, c): (u32, Vec<f32>), out: &mut Emit<'_, Vec<f32>>) -> R<()> {
+        let r = match self.0.entry(out.stream()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(Resampler::new(rate, 16000, Quality::High)?),
+        };
+        let mut buf = Vec::new();
+        r.process_into(&c, &mut buf)?;
+        out.push(buf);
+        Ok(())
+    }
+    fn flush(&mut self, out: &mut Emit<'_, Vec<f32>>) -> R<()> {
+        if let Some(mut r) = self.0.remove(&out.stream()) {
+            let mut buf = Vec::new();
+            r.finish_into(&mut buf)?;
+            out.push(buf);
+        }
+        Ok(())
+    }
+}
+#[derive(Default)]
+struct MelS(HashMap<StreamId, LogMel>);
+impl Stage for MelS {
+    type In = Vec<f32>;
+    type Out = usize;
+    fn process(&mut self, s: Vec<f32>, out: &mut Emit<'_, usize>) -> R<()> {
+        let m = match self.0.entry(out.stream()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(LogMel::new(80, MelPadding::None)?),
+        };
+        m.push(&s);
+        Ok(())
+    }
+    fn flush(&mut self, out: &mut Emit<'_, usize>) -> R<()> {
+        if let Some(mut m) = self.0.remove(&out.stream()) {
+            out.push(m.finish().n_frames);
+        }
+        Ok(())
+    }
+}
+
+fn streaming_loop(files: &[PathBuf]) -> usize {
+    files
+        .iter()
+        .map(|p| {
+            whisper_mel_decoder(Decoder::open(p).unwrap(), 80, MelPadding::None)
+                .unwrap()
+                .n_frames
+        })
+        .sum()
+}
+
+fn streaming_graph(files: &[PathBuf], workers: usize) -> u64 {
+    let mut g = Graph::new(GraphOptions {
+        capacity: 2 * workers + 2,
+        ..Default::default()
+    });
+    let src = g.source_iter("files", files.to_vec());
+    let a = g.per_stream("decode", src, workers, || DecodeChunks);
+    let b = g.per_stream("resample", a, workers, ResampleS::default);
+    let c = g.per_stream("mel", b, workers, MelS::default);
+    let h = g.sink("sink", c, count(), false);
+    g.run().unwrap();
+    h.take().unwrap().0
+}
+
 fn benches(c: &mut Criterion) {
     let n = 20_000u64;
     let mut g = c.benchmark_group("graph");
@@ -165,6 +252,12 @@ fn benches(c: &mut Criterion) {
     g.bench_function("graph_1worker", |b| b.iter(|| on_graph(&files, 1, false)));
     g.bench_function("graph_3stages_2workers", |b| {
         b.iter(|| on_graph(&files, 2, true))
+    });
+    g.bench_function("streaming_loop_1thread", |b| {
+        b.iter(|| streaming_loop(&files))
+    });
+    g.bench_function("streaming_graph_2workers", |b| {
+        b.iter(|| streaming_graph(&files, 2))
     });
     g.finish();
 }
@@ -252,6 +345,30 @@ fn summary() {
     println!(
         "summary:   graph, 1 stage x 2 workers  {two:.3} s: {:.2}x the loop",
         base / two
+    );
+    let sbase = time(|| {
+        streaming_loop(&files);
+    });
+    let s1 = time(|| {
+        streaming_graph(&files, 1);
+    });
+    let s2 = time(|| {
+        streaming_graph(&files, 2);
+    });
+    println!(
+        "summary: streaming in chunks (as `voxtok features`), whisper_mel_decoder loop = reference"
+    );
+    println!(
+        "summary:   loop, 1 thread                       {sbase:.3} s ({:.0}x real time)",
+        audio_s / sbase
+    );
+    println!(
+        "summary:   graph, 3 per-stream stages x 1 worker  {s1:.3} s: {:.2}x the loop",
+        sbase / s1
+    );
+    println!(
+        "summary:   graph, 3 per-stream stages x 2 workers {s2:.3} s: {:.2}x the loop",
+        sbase / s2
     );
     println!(
         "summary: peak RSS {:.0} MB; cores available: {}",
