@@ -230,6 +230,14 @@ impl Decoder {
             source: e,
         })?;
         check_wav_header(path, &head[..n])?;
+        if crate::mp4check::looks_like_mp4(&head[..n]) {
+            crate::mp4check::check_mp4(&mut file, meta.len()).map_err(|detail| {
+                CodecError::Malformed {
+                    path: path.into(),
+                    detail,
+                }
+            })?;
+        }
         std::io::Seek::rewind(&mut file).map_err(|e| CodecError::Io {
             path: path.into(),
             source: e,
@@ -242,7 +250,8 @@ impl Decoder {
     }
 
     /// Decodes a container read from any byte stream (not seekable: formats
-    /// needing seeks, such as some MP4 layouts, may fail). `name` labels errors.
+    /// needing seeks, such as some MP4 layouts, may fail, and the MP4 table
+    /// sanity check of [`Decoder::open`] cannot run). `name` labels errors.
     pub fn from_reader<R: Read + Send + Sync + 'static>(
         mut reader: R,
         name: impl Into<PathBuf>,
@@ -269,6 +278,14 @@ impl Decoder {
             return Err(CodecError::EmptyFile { path: name });
         }
         check_wav_header(&name, &bytes[..bytes.len().min(512)])?;
+        if crate::mp4check::looks_like_mp4(&bytes) {
+            crate::mp4check::check_mp4(&mut Cursor::new(&bytes), bytes.len() as u64).map_err(
+                |detail| CodecError::Malformed {
+                    path: name.clone(),
+                    detail,
+                },
+            )?;
+        }
         Decoder::from_source(name, Box::new(Cursor::new(bytes)), Hint::new())
     }
 
@@ -921,7 +938,7 @@ mod tests {
     #[test]
     fn bad_inputs_get_clear_errors() {
         type Check = fn(&CodecError) -> bool;
-        let cases: [(&str, Check); 13] = [
+        let cases: [(&str, Check); 14] = [
             ("audio/does_not_exist.wav", |e| {
                 matches!(e, CodecError::NotFound { .. })
             }),
@@ -965,6 +982,10 @@ mod tests {
             ),
             ("audio/speech_16k_s16le.raw", |e| {
                 matches!(e, CodecError::UnrecognizedFormat { .. })
+            }),
+            // Found by the fuzzer: an M4A whose sample table makes symphonia allocate 37 GB.
+            ("audio/bad/fuzz_huge_table.m4a", |e| {
+                matches!(e, CodecError::Malformed { .. })
             }),
         ];
         for (rel, check) in cases {

@@ -9,6 +9,7 @@
 pub mod decode;
 pub mod error;
 pub mod mel;
+mod mp4check;
 pub mod npy;
 pub mod resample;
 pub mod wav;
