@@ -16,11 +16,17 @@ pub enum Kind {
     Asr(super::bench_asr::Args),
     /// Audio tokenizers (DASB-style): bitrate, SI-SDR, mel distance, encode/decode x real time.
     Codec(super::bench_codec::Args),
+    /// Audio front-end: decode + resample and Whisper log-mel, x real time on one core, peak memory.
+    Frontend(super::bench_frontend::Args),
+    /// LLM prefill/decode tokens/s at batch 1 and 8, tokenizer MB/s (vs transformers).
+    Text(super::bench_text::Args),
 }
 
 pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
     match args.kind {
         Kind::Asr(a) => super::bench_asr::run(a, g),
+        Kind::Text(a) => super::bench_text::run(a, g),
         Kind::Codec(a) => super::bench_codec::run(a, g),
+        Kind::Frontend(a) => super::bench_frontend::run(a, g),
     }
 }

@@ -5,9 +5,11 @@
 
 pub mod bench;
 pub mod bench_asr;
-pub mod bench_codec;
+pub mod bench_text;
+pub mod bench_frontend;
 pub mod common;
 pub mod features;
 pub mod transcribe;
 pub mod text;
+pub mod bench_codec;
 pub mod tokenize;
