@@ -5,7 +5,7 @@
 //! Written against transformers' `modeling_dac.py` (same weight names; conv
 //! weights may be plain or weight-normed in either spelling).
 
-use super::nn::conv_weight;
+use super::nn::{conv_weight, TapConv};
 use super::{AudioTokenizer, CodecError, Result, TokenizerInfo};
 use crate::runtime::{Device, ModelDir};
 use candle_core::{DType, Tensor, D};
@@ -70,11 +70,11 @@ impl DacConfig {
 #[derive(Debug, Clone)]
 struct Conv {
     weight: Tensor,
+    taps: Option<TapConv>,
     bias: Tensor,
     stride: usize,
     padding: usize,
     dilation: usize,
-    transposed: bool,
 }
 
 impl Conv {
@@ -94,21 +94,31 @@ impl Conv {
         } else {
             (cout, cin, k)
         };
+        let weight = conv_weight(&vb, shape)?;
         Ok(Self {
-            weight: conv_weight(&vb, shape)?,
+            taps: if transposed {
+                None
+            } else {
+                Some(TapConv::new(weight.clone(), stride)?)
+            },
+            weight,
             bias: vb.get(cout, "bias")?,
             stride,
             padding,
             dilation,
-            transposed,
         })
     }
 
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = if self.transposed {
-            xs.conv_transpose1d(&self.weight, self.padding, 0, self.stride, self.dilation, 1)?
-        } else {
-            xs.conv1d(&self.weight, self.padding, self.stride, self.dilation, 1)?
+        let ys = match &self.taps {
+            None => {
+                xs.conv_transpose1d(&self.weight, self.padding, 0, self.stride, self.dilation, 1)?
+            }
+            Some(t) => t.forward(
+                &xs.pad_with_zeros(D::Minus1, self.padding, self.padding)?,
+                self.stride,
+                self.dilation,
+            )?,
         };
         ys.broadcast_add(&self.bias.reshape((1, (), 1))?)
     }

@@ -8,7 +8,7 @@
 //! incremental encoder ([`EncodecStream`]) whose codes equal whole-file
 //! encoding.
 
-use super::nn::{conv_weight, pad_reflect, Lstm, LstmState};
+use super::nn::{conv_weight, pad_reflect, Lstm, LstmState, TapConv};
 use super::{AudioTokenizer, CodecError, Result, TokenizerInfo};
 use crate::runtime::{Device, ModelDir};
 use candle_core::{DType, Tensor, D};
@@ -141,7 +141,7 @@ enum PadMode {
 /// followed by a one-group GroupNorm.
 #[derive(Debug, Clone)]
 struct Conv {
-    weight: Tensor,
+    weight: TapConv,
     bias: Tensor,
     stride: usize,
     dilation: usize,
@@ -163,7 +163,7 @@ impl Conv {
         stride: usize,
         dilation: usize,
     ) -> candle_core::Result<Self> {
-        let weight = conv_weight(&vb.pp("conv"), (cout, cin, k))?;
+        let weight = TapConv::new(conv_weight(&vb.pp("conv"), (cout, cin, k))?, stride)?;
         let bias = vb.pp("conv").get(cout, "bias")?;
         let norm = if cfg.norm_type == "time_group_norm" {
             Some(candle_nn::group_norm(1, cout, 1e-5, vb.pp("norm"))?)
@@ -207,7 +207,7 @@ impl Conv {
 
     /// Convolution without padding (the caller padded).
     fn conv(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = xs.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?;
+        let ys = self.weight.forward(xs, self.stride, self.dilation)?;
         let ys = ys.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
         match &self.norm {
             Some(n) => candle_core::Module::forward(n, &ys),

@@ -168,3 +168,81 @@ mod tests {
         assert_eq!(y, vec![0., 0., 2., 1., 2.]);
     }
 }
+
+/// A conv1d weight split into per-tap `[Cout, Cin]` matrices, for a faster
+/// CPU path without im2col copies: stride 1 is `y = Σ_j W_j · x[:, j·d ..]`
+/// (one GEMM per tap on strided views); stride `s` with `k = m·s` folds the
+/// input to `[Cin·s, T/s]` once and does `m` GEMMs. Other cases (batch > 1,
+/// GPU) use candle's conv1d.
+#[derive(Debug, Clone)]
+pub struct TapConv {
+    weight: Tensor,
+    stride: usize,
+    /// stride 1: one `[Cout, Cin]` per tap; stride s: one `[Cout, Cin·s]` per block of s taps.
+    taps: Vec<Tensor>,
+}
+
+impl TapConv {
+    pub fn new(weight: Tensor, stride: usize) -> Result<Self> {
+        let (cout, cin, k) = weight.dims3()?;
+        let taps = if stride == 1 {
+            (0..k)
+                .map(|j| weight.narrow(2, j, 1)?.squeeze(2)?.contiguous())
+                .collect::<Result<Vec<_>>>()?
+        } else if k % stride == 0 {
+            (0..k / stride)
+                .map(|o| {
+                    weight
+                        .narrow(2, o * stride, stride)?
+                        .contiguous()?
+                        .reshape((cout, cin * stride))
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            weight,
+            stride,
+            taps,
+        })
+    }
+
+    /// Unpadded convolution of `xs` `[B, Cin, T]`.
+    pub fn forward(&self, xs: &Tensor, stride: usize, dilation: usize) -> Result<Tensor> {
+        let (b, cin, t) = xs.dims3()?;
+        let k = self.weight.dim(2)?;
+        let span = (k - 1) * dilation + 1;
+        let usable =
+            stride == self.stride && !self.taps.is_empty() && (stride == 1 || dilation == 1);
+        if !usable || b != 1 || t < span || !xs.device().is_cpu() {
+            return xs.conv1d(&self.weight, 0, stride, dilation, 1);
+        }
+        let n = (t - span) / stride + 1;
+        let (x, step) = if stride == 1 {
+            (xs.squeeze(0)?.contiguous()?, dilation)
+        } else {
+            // [Cin, (n + m - 1)·s] -> [Cin, s, n + m - 1] -> [Cin·s, n + m - 1]
+            let cols = n + self.taps.len() - 1;
+            let x = xs
+                .squeeze(0)?
+                .narrow(1, 0, cols * stride)?
+                .reshape((cin, cols, stride))?;
+            (
+                x.transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((cin * stride, cols))?,
+                1,
+            )
+        };
+        let mut acc: Option<Tensor> = None;
+        for (j, w) in self.taps.iter().enumerate() {
+            let y = w.matmul(&x.narrow(1, j * step, n)?)?;
+            acc = Some(match acc {
+                None => y,
+                Some(a) => (a + y)?,
+            });
+        }
+        acc.expect("k >= 1").unsqueeze(0)
+    }
+}
