@@ -275,7 +275,8 @@ fn bad_codes_and_options_are_clear_errors() {
             s(&wav),
         ])
     };
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    type MakeFile = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, MakeFile, &str)> = vec![
         (
             "range.npy",
             Box::new(|p| write_npy(p, &Array2::<i64>::from_elem((2, 5), 64)).unwrap()),

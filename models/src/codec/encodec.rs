@@ -343,7 +343,7 @@ impl ResBlock {
 enum Layer {
     Conv(Conv),
     ConvT(ConvT),
-    Res(ResBlock),
+    Res(Box<ResBlock>),
     Lstm(Lstm),
     Elu,
 }
@@ -397,7 +397,7 @@ fn load_encoder(
                 dim,
                 cfg.dilation_growth_rate.pow(j as u32),
             )?;
-            push(&mut layers, Layer::Res(r));
+            push(&mut layers, Layer::Res(Box::new(r)));
         }
         push(&mut layers, Layer::Elu);
         let c = Conv::load(cfg, pm, next(&layers), dim, dim * 2, ratio * 2, ratio, 1)?;
@@ -458,7 +458,7 @@ fn load_decoder(
                 dim / 2,
                 cfg.dilation_growth_rate.pow(j as u32),
             )?;
-            layers.push(Layer::Res(r));
+            layers.push(Layer::Res(Box::new(r)));
         }
         scaling /= 2;
     }

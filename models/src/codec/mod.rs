@@ -105,7 +105,7 @@ impl TokenizerInfo {
     /// Codebooks that fit in `kbps` (at least 1): transformers'
     /// `floor(bandwidth * 1000 / (log2(codebook_size) * frame_rate))`.
     pub fn codebooks_for_bandwidth(&self, kbps: f64) -> Result<usize> {
-        if !(kbps > 0.0) || !kbps.is_finite() {
+        if kbps.is_nan() || kbps <= 0.0 || !kbps.is_finite() {
             return Err(CodecError::BadOption(format!(
                 "bandwidth must be > 0 kbps, got {kbps}"
             )));
