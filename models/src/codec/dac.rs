@@ -112,7 +112,12 @@ impl Conv {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let ys = match &self.taps {
             None => {
-                xs.conv_transpose1d(&self.weight, self.padding, 0, self.stride, self.dilation, 1)?
+                // Unpadded (candle's fast col2im path), then crop the padding:
+                // the same as ConvTranspose1d(padding = p).
+                let full =
+                    xs.conv_transpose1d(&self.weight, 0, 0, self.stride, self.dilation, 1)?;
+                let len = full.dim(D::Minus1)?;
+                full.narrow(D::Minus1, self.padding, len - 2 * self.padding)?
             }
             Some(t) => t.forward(
                 &xs.pad_with_zeros(D::Minus1, self.padding, self.padding)?,
