@@ -6,7 +6,10 @@ use std::process::Command;
 
 /// The workspace root (where `Cargo.toml` of the workspace lives).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// `tests/fixtures/<rel>` in the workspace.
@@ -19,7 +22,10 @@ pub fn fixture(rel: &str) -> PathBuf {
 /// `-p voxtok-tests` alone, build it first with `cargo build -p voxtok`.
 pub fn voxtok_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let bin = profile_dir.join(format!("voxtok{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
