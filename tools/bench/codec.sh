@@ -22,6 +22,9 @@ export OMP_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
     --codebooks 8 --repeat 2 --json "$OUT/voxtok_encodec.json"
 "$VOXTOK" -q bench codec --dataset "$OUT/audio_16k.wav" --codec dac --model "$OUT/dac" \
     --codebooks 12 --repeat 2 --json "$OUT/voxtok_dac.json"
+# Streaming EnCodec encode on ONE thread, 80 ms chunks (codes checked equal to whole-file).
+RAYON_NUM_THREADS=1 "$VOXTOK" -q bench codec --dataset "$OUT/audio_24k.wav" --codec encodec --model "$OUT/encodec" \
+    --codebooks 8 --repeat 1 --stream-chunk-ms 80 --json "$OUT/voxtok_encodec_stream_1thread.json" | tail -n 2
 "$PYTHON" - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]

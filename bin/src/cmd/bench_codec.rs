@@ -47,6 +47,51 @@ pub struct Args {
     /// Write an SVG plot of SI-SDR against bitrate here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// EnCodec: also time incremental (streaming) encoding in chunks of this
+    /// many milliseconds, and check its codes equal whole-file encoding.
+    #[arg(long, value_name = "MS")]
+    pub stream_chunk_ms: Option<f64>,
+}
+
+/// Streaming EnCodec encode of every file in `chunk` samples: (x real time
+/// of the fastest pass, codes identical to whole-file encoding).
+fn stream_bench(
+    model: &voxtok_models::codec::encodec::Encodec,
+    audio: &[(String, Vec<f32>)],
+    k: usize,
+    chunk: usize,
+    repeat: usize,
+    rate: u32,
+) -> anyhow::Result<(f64, bool)> {
+    let mut identical = true;
+    let mut best = f64::INFINITY;
+    for pass in 0..=repeat {
+        let mut secs = 0f64;
+        for (name, x) in audio {
+            let t0 = Instant::now();
+            let mut st = model.stream(k)?;
+            let mut rows: Vec<Vec<u32>> = vec![Vec::new(); k];
+            let mut add = |c: codec::Codes| {
+                for (i, r) in rows.iter_mut().enumerate() {
+                    r.extend_from_slice(c.row(i));
+                }
+            };
+            for piece in x.chunks(chunk.max(1)) {
+                add(st.push(piece).with_context(|| format!("{name}: stream"))?);
+            }
+            add(st.finish()?);
+            secs += t0.elapsed().as_secs_f64();
+            if pass == 0 {
+                let whole = codec::encode_mono(model, x, k)?;
+                identical &= rows.concat() == whole.ids;
+            }
+        }
+        if pass > 0 || repeat == 0 {
+            best = best.min(secs);
+        }
+    }
+    let audio_s: f64 = audio.iter().map(|(_, x)| x.len() as f64).sum::<f64>() / rate as f64;
+    Ok((audio_s / best, identical))
 }
 
 /// Scale-invariant SDR in dB of `est` against `reference` (same length).
@@ -237,8 +282,30 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
         });
     }
     progress.finish_and_clear();
+    let mut streaming = Vec::new();
+    if let Some(ms) = args.stream_chunk_ms {
+        if kind != CodecKind::Encodec {
+            bail!("--stream-chunk-ms: streaming encode is implemented for encodec only");
+        }
+        let model = voxtok_models::codec::encodec::Encodec::load(&dir, &device)?;
+        let chunk = (ms / 1000.0 * info.sample_rate as f64).round() as usize;
+        for &k in &settings {
+            let (xrt, same) =
+                stream_bench(&model, &audio, k, chunk, args.repeat, info.sample_rate)?;
+            streaming.push(serde_json::json!({
+                "codebooks": k, "chunk_ms": ms, "encode_xrt": xrt, "identical_to_whole_file": same,
+            }));
+        }
+    }
     let peak = peak_rss_mib();
-    let md = markdown(info.codec, &args.model.display().to_string(), &rows, peak);
+    let mut md = markdown(info.codec, &args.model.display().to_string(), &rows, peak);
+    for s in &streaming {
+        md += &format!(
+            "\nstreaming encode, {} codebooks, {} ms chunks: {:.1} x real time; codes identical to whole-file encoding: {}\n",
+            s["codebooks"], s["chunk_ms"], s["encode_xrt"].as_f64().unwrap_or(0.0),
+            if s["identical_to_whole_file"] == true { "yes" } else { "NO" }
+        );
+    }
     print!("{md}");
     if let Some(p) = &args.markdown {
         std::fs::write(p, &md).with_context(|| format!("cannot write {}", p.display()))?;
@@ -248,6 +315,7 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
             "codec": info.codec, "model": args.model, "sample_rate": info.sample_rate,
             "codebook_size": info.codebook_size, "device": args.device, "threads": threads(),
             "peak_rss_mib": peak, "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+            "streaming": streaming,
         });
         std::fs::write(p, serde_json::to_string_pretty(&v)? + "\n")
             .with_context(|| format!("cannot write {}", p.display()))?;
