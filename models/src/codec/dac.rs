@@ -510,6 +510,7 @@ mod tests {
             let audio = refs[&format!("{sig}.audio")].unsqueeze(0).unwrap();
             let emb = model.embeddings(&audio).unwrap().squeeze(0).unwrap();
             let err = max_abs(&emb, &refs[&format!("{sig}.embeddings")]);
+            eprintln!("{sig}: embeddings max abs err {err}");
             assert!(err <= 1e-4, "{sig}: embeddings max abs err {err}");
             for k in [2usize, 4] {
                 let codes = model.encode(&audio, k).unwrap();
@@ -525,6 +526,7 @@ mod tests {
                 let want = &refs[&format!("{sig}.decoded_{k}")];
                 assert_eq!(dec.dims(), want.dims());
                 let err = max_abs(&dec, want);
+                eprintln!("{sig}/{k}: decoded max abs err {err}");
                 assert!(err <= 1e-4, "{sig}/{k}: decoded max abs err {err}");
             }
         }

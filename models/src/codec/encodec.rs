@@ -1008,6 +1008,7 @@ mod tests {
                 &emb.squeeze(0).unwrap(),
                 &refs[&format!("{sig}.embeddings")],
             );
+            eprintln!("{sig}: embeddings max abs err {emb_err}");
             assert!(emb_err < 1e-4, "{sig}: embeddings max abs err {emb_err}");
             for k in [2usize, 4, 8] {
                 let codes = model.encode(&audio, k).unwrap().squeeze(0).unwrap();
@@ -1028,6 +1029,7 @@ mod tests {
                         .unwrap();
                     assert_eq!(dec.dims(), dec_ref.dims(), "{sig}: decoded length");
                     let err = max_abs(&dec, dec_ref);
+                    eprintln!("{sig}/{k}: decoded max abs err {err}");
                     assert!(err <= 1e-4, "{sig}/{k}: decoded max abs err {err}");
                 }
             }

@@ -538,6 +538,7 @@ mod tests {
                     .max_all()
                     .unwrap();
                 let err = err.to_scalar::<f32>().unwrap();
+                eprintln!("{sig}: hidden state {i} max abs err {err}");
                 assert!(err <= 1e-4, "{sig}: hidden state {i} max abs err {err}");
             }
             let ids = tok
