@@ -454,3 +454,51 @@ fn bench_codec_prints_the_dasb_table() {
     assert!(rows[1]["si_sdr_db"].is_number() && rows[1]["encode_xrt"].as_f64().unwrap() > 0.0);
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
 }
+
+#[test]
+fn llm_ids_follow_the_documented_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.jsonl");
+    let want: Array2<i64> = read_npy(encodec().join("chirp_codes_8.npy")).unwrap();
+    for order in ["interleaved", "flattened"] {
+        let o = run(&[
+            "tokenize",
+            "--codec",
+            "encodec",
+            "--model",
+            s(&encodec()),
+            "--codebooks",
+            "2",
+            "--llm-base",
+            "1000",
+            "--llm-order",
+            order,
+            s(&signal("chirp_24k.wav")),
+            "-o",
+            s(&out),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
+        let ids: Vec<i64> = r["llm_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        let n = want.ncols();
+        assert_eq!(ids.len(), 2 * n + 2);
+        assert_eq!(
+            (ids[0], ids[2 * n + 1]),
+            (1000 + 2 * 64, 1000 + 2 * 64 + 1),
+            "<audio> </audio>"
+        );
+        let (a, b) = if order == "interleaved" {
+            (ids[1], ids[2])
+        } else {
+            (ids[1], ids[1 + n])
+        };
+        assert_eq!(a, 1000 + want[[0, 0]], "{order}: codebook 0, frame 0");
+        assert_eq!(b, 1000 + 64 + want[[1, 0]], "{order}: codebook 1, frame 0");
+    }
+}

@@ -5,7 +5,7 @@ use crate::{exit::Exit, Global};
 use anyhow::{bail, Context};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use voxtok_models::codec::{self, npy, AudioTokenizer, CodecKind, Codes, LoadOptions};
+use voxtok_models::codec::{self, llm_mapping, npy, AudioTokenizer, CodecKind, Codes, LoadOptions};
 use voxtok_models::runtime::{parse_device, ModelDir};
 
 /// Model selection shared by both commands.
@@ -46,6 +46,15 @@ pub struct TokenizeArgs {
     /// SSL: collapse runs of repeated ids.
     #[arg(long)]
     pub dedup: bool,
+    /// JSONL: also write `llm_ids`, the codes mapped into a text LLM's
+    /// vocabulary starting at id BASE (usually the text vocabulary size):
+    /// code c of codebook k -> BASE + k*codebook_size + c, wrapped in
+    /// <audio> (BASE + K*codebook_size) ... </audio> (that + 1).
+    #[arg(long, value_name = "BASE")]
+    pub llm_base: Option<u32>,
+    /// Order of `llm_ids`: interleaved (frame-major) or flattened (codebook-major).
+    #[arg(long, default_value = "interleaved", value_parser = ["interleaved", "flattened"])]
+    pub llm_order: String,
     /// Audio files or directories (searched recursively for audio files).
     #[arg(required = true, value_name = "IN")]
     pub inputs: Vec<String>,
@@ -132,6 +141,9 @@ pub fn run_tokenize(args: TokenizeArgs, g: &Global) -> anyhow::Result<Exit> {
             inputs.len()
         );
     }
+    if as_npy && args.llm_base.is_some() {
+        bail!("--llm-base adds `llm_ids` to JSONL records: write -o OUT.jsonl");
+    }
     let opts = LoadOptions {
         layer: args.layer,
         kmeans: args.kmeans.clone(),
@@ -188,11 +200,24 @@ pub fn run_tokenize(args: TokenizeArgs, g: &Global) -> anyhow::Result<Exit> {
             }
             Some(w) => {
                 let rec = match &res {
-                    Ok(c) => serde_json::json!({
-                        "path": key, "codec": info.codec, "codebooks": c.codebooks,
-                        "frame_rate": info.frame_rate, "sample_rate": info.sample_rate,
-                        "codes": rows(c), "error": null,
-                    }),
+                    Ok(c) => {
+                        let mut r = serde_json::json!({
+                            "path": key, "codec": info.codec, "codebooks": c.codebooks,
+                            "frame_rate": info.frame_rate, "sample_rate": info.sample_rate,
+                            "codes": rows(c), "error": null,
+                        });
+                        if let Some(base) = args.llm_base {
+                            let order = if args.llm_order == "flattened" {
+                                llm_mapping::Order::Flattened
+                            } else {
+                                llm_mapping::Order::Interleaved
+                            };
+                            let vocab =
+                                llm_mapping::AudioVocab::new(base, c.codebooks, info.codebook_size);
+                            r["llm_ids"] = serde_json::json!(vocab.encode(c, order)?);
+                        }
+                        r
+                    }
                     Err(e) => serde_json::json!({
                         "path": key, "codec": info.codec, "codebooks": k,
                         "frame_rate": info.frame_rate, "sample_rate": info.sample_rate,
