@@ -5,8 +5,11 @@ use crate::{exit::Exit, Global};
 use anyhow::{bail, Context};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use voxtok_models::codec::{self, llm_mapping, npy, AudioTokenizer, CodecKind, Codes, LoadOptions};
 use voxtok_models::runtime::{parse_device, ModelDir};
+use voxtok_pipeline::inputs::Input;
 
 /// Model selection shared by both commands.
 #[derive(clap::Args, Debug, Clone)]
@@ -165,72 +168,73 @@ pub fn run_tokenize(args: TokenizeArgs, g: &Global) -> anyhow::Result<Exit> {
     };
     tracing::info!("{} codebooks, {:.3} kbps", k, info.bitrate(k) / 1000.0);
 
-    let mut sink: Option<Box<dyn Write>> = if as_npy {
-        None
-    } else if out.as_os_str() == "-" {
-        Some(Box::new(std::io::stdout().lock()))
+    if as_npy {
+        // One input: encode it here and write [codebooks x frames] int64.
+        let input = &inputs[0];
+        let res = match input {
+            Input::Stdin => Err(anyhow::anyhow!("stdin input is not supported by tokenize")),
+            Input::Path(p) => read_input(p, info.sample_rate)
+                .and_then(|x| Ok(codec::encode_mono(tok.as_ref(), &x, k)?)),
+        };
+        return match res {
+            Ok(c) => {
+                let data: Vec<i64> = c.ids.iter().map(|&v| v as i64).collect();
+                npy::write_i64(out, &[c.codebooks, c.frames], &data)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+                Ok(Exit::Ok)
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e:#}", input.key());
+                Ok(Exit::SomeFailed)
+            }
+        };
+    }
+
+    // JSONL: a stage graph (decode+resample on one thread, the model on
+    // another), records written in input order as they complete.
+    let w: Box<dyn Write + Send> = if out.as_os_str() == "-" {
+        Box::new(std::io::stdout())
     } else {
         let f = std::fs::File::create(out)
             .with_context(|| format!("cannot create {}", out.display()))?;
-        Some(Box::new(std::io::BufWriter::new(f)))
+        Box::new(std::io::BufWriter::new(f))
     };
-    let mut failed = 0usize;
-    for input in &inputs {
-        let key = input.key();
-        let res: anyhow::Result<Codes> = match input {
-            voxtok_pipeline::inputs::Input::Stdin => {
-                Err(anyhow::anyhow!("stdin input is not supported by tokenize"))
+    let order = if args.llm_order == "flattened" {
+        llm_mapping::Order::Flattened
+    } else {
+        llm_mapping::Order::Interleaved
+    };
+    let failed = Arc::new(AtomicUsize::new(0));
+    let sink = JsonlSink {
+        w,
+        keys: inputs.iter().map(Input::key).collect(),
+        info: info.clone(),
+        codebooks: k,
+        llm: args.llm_base.map(|b| (b, order)),
+        failed: failed.clone(),
+        quiet: g.quiet,
+    };
+    let tok: Arc<dyn AudioTokenizer> = Arc::from(tok);
+    let rate = info.sample_rate;
+    let mut graph = voxtok_pipeline::Graph::default();
+    let src = graph.source_iter("inputs", inputs.clone());
+    let audio = graph.map(
+        "decode",
+        src,
+        1,
+        move |inp: Input| -> anyhow::Result<Vec<f32>> {
+            match inp {
+                Input::Stdin => bail!("stdin input is not supported by tokenize"),
+                Input::Path(p) => read_input(&p, rate),
             }
-            voxtok_pipeline::inputs::Input::Path(p) => read_input(p, info.sample_rate)
-                .and_then(|x| Ok(codec::encode_mono(tok.as_ref(), &x, k)?)),
-        };
-        if let Err(e) = &res {
-            failed += 1;
-            if !g.quiet || sink.is_none() {
-                eprintln!("error: {key}: {e:#}");
-            }
-        }
-        match &mut sink {
-            None => {
-                if let Ok(c) = &res {
-                    let data: Vec<i64> = c.ids.iter().map(|&v| v as i64).collect();
-                    npy::write_i64(out, &[c.codebooks, c.frames], &data)
-                        .with_context(|| format!("cannot write {}", out.display()))?;
-                }
-            }
-            Some(w) => {
-                let rec = match &res {
-                    Ok(c) => {
-                        let mut r = serde_json::json!({
-                            "path": key, "codec": info.codec, "codebooks": c.codebooks,
-                            "frame_rate": info.frame_rate, "sample_rate": info.sample_rate,
-                            "codes": rows(c), "error": null,
-                        });
-                        if let Some(base) = args.llm_base {
-                            let order = if args.llm_order == "flattened" {
-                                llm_mapping::Order::Flattened
-                            } else {
-                                llm_mapping::Order::Interleaved
-                            };
-                            let vocab =
-                                llm_mapping::AudioVocab::new(base, c.codebooks, info.codebook_size);
-                            r["llm_ids"] = serde_json::json!(vocab.encode(c, order)?);
-                        }
-                        r
-                    }
-                    Err(e) => serde_json::json!({
-                        "path": key, "codec": info.codec, "codebooks": k,
-                        "frame_rate": info.frame_rate, "sample_rate": info.sample_rate,
-                        "codes": null, "error": format!("{e:#}"),
-                    }),
-                };
-                writeln!(w, "{rec}").context("cannot write output")?;
-            }
-        }
-    }
-    if let Some(w) = &mut sink {
-        w.flush().context("cannot write output")?;
-    }
+        },
+    );
+    let codes = graph.map("encode", audio, 1, move |x: Vec<f32>| {
+        codec::encode_mono(tok.as_ref(), &x, k)
+    });
+    graph.sink("jsonl", codes, sink, true);
+    graph.run().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let failed = failed.load(Relaxed);
     if !g.quiet && inputs.len() > 1 {
         eprintln!(
             "tokenized {} of {} inputs with {} ({k} codebooks)",
@@ -240,6 +244,69 @@ pub fn run_tokenize(args: TokenizeArgs, g: &Global) -> anyhow::Result<Exit> {
         );
     }
     Ok(Exit::from_failures(failed))
+}
+
+/// Writes one JSON object per input (in input order) and counts failures.
+struct JsonlSink {
+    w: Box<dyn Write + Send>,
+    keys: Vec<String>,
+    info: codec::TokenizerInfo,
+    codebooks: usize,
+    llm: Option<(u32, llm_mapping::Order)>,
+    failed: Arc<AtomicUsize>,
+    quiet: bool,
+}
+
+impl voxtok_pipeline::Sink for JsonlSink {
+    type In = Codes;
+
+    fn item(
+        &mut self,
+        item: voxtok_pipeline::Item<Codes>,
+    ) -> Result<(), voxtok_pipeline::BoxError> {
+        let key = self
+            .keys
+            .get(item.stream as usize)
+            .cloned()
+            .unwrap_or_default();
+        let info = &self.info;
+        let rec = match &item.data {
+            Ok(c) => {
+                let mut r = serde_json::json!({
+                    "path": key, "codec": info.codec, "codebooks": c.codebooks,
+                    "frame_rate": info.frame_rate, "sample_rate": info.sample_rate,
+                    "codes": rows(c), "error": null,
+                });
+                if let Some((base, order)) = self.llm {
+                    let vocab = llm_mapping::AudioVocab::new(base, c.codebooks, info.codebook_size);
+                    r["llm_ids"] = serde_json::json!(vocab.encode(c, order)?);
+                }
+                r
+            }
+            Err(f) => {
+                self.failed.fetch_add(1, Relaxed);
+                if !self.quiet {
+                    if f.error.contains(key.as_str()) {
+                        eprintln!("error: {}", f.error);
+                    } else {
+                        eprintln!("error: {key}: {}", f.error);
+                    }
+                }
+                serde_json::json!({
+                    "path": key, "codec": info.codec, "codebooks": self.codebooks,
+                    "frame_rate": info.frame_rate, "sample_rate": info.sample_rate,
+                    "codes": null, "error": f.error,
+                })
+            }
+        };
+        writeln!(self.w, "{rec}")?;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), voxtok_pipeline::BoxError> {
+        self.w.flush()?;
+        Ok(())
+    }
 }
 
 /// Reads a code matrix from `.npy`, with errors naming the problem.
