@@ -513,14 +513,15 @@ mod tests {
         assert!(dedup(&[]).is_empty());
     }
 
-    /// Parity with transformers' HubertModel: every hidden state within
-    /// 1e-4, identical k-means ids at the fixture layer.
-    #[test]
-    fn parity_with_transformers() {
+    /// Parity with transformers (`name` fixture: HubertModel or
+    /// Wav2Vec2Model): every hidden state within 1e-4, identical k-means ids
+    /// at layer 2.
+    fn check_parity(name: &str, centroids: &str, layers: usize) {
+        let fixture = |rel: &str| fixture("").join("..").join(name).join(rel);
         let dir = ModelDir::open(fixture("")).unwrap();
         let opts = LoadOptions {
             layer: Some(2),
-            kmeans: Some(fixture("centroids.npy")),
+            kmeans: Some(fixture(centroids)),
             dedup: false,
         };
         let tok = SslTokenizer::load(&dir, &opts, &Device::Cpu).unwrap();
@@ -528,7 +529,8 @@ mod tests {
             candle_core::safetensors::load(fixture("reference.safetensors"), &Device::Cpu).unwrap();
         for sig in ["chirp", "noise", "speech"] {
             let audio = refs[&format!("{sig}.audio")].unsqueeze(0).unwrap();
-            let hs = tok.encoder.hidden_states(&audio, 3).unwrap();
+            let hs = tok.encoder.hidden_states(&audio, layers).unwrap();
+            assert_eq!(hs.len(), layers + 1);
             for (i, h) in hs.iter().enumerate() {
                 let want = &refs[&format!("{sig}.hidden_{i}")];
                 let err = (h.squeeze(0).unwrap() - want)
@@ -538,7 +540,7 @@ mod tests {
                     .max_all()
                     .unwrap();
                 let err = err.to_scalar::<f32>().unwrap();
-                eprintln!("{sig}: hidden state {i} max abs err {err}");
+                eprintln!("{name} {sig}: hidden state {i} max abs err {err}");
                 assert!(err <= 1e-4, "{sig}: hidden state {i} max abs err {err}");
             }
             let ids = tok
@@ -555,6 +557,18 @@ mod tests {
                 .unwrap();
             assert_eq!(ids, want, "{sig}: k-means ids differ");
         }
+    }
+
+    #[test]
+    fn hubert_parity_with_transformers() {
+        check_parity("hubert", "centroids.npy", 3);
+    }
+
+    /// Pre-norm ("stable layer norm") encoder, LayerNorm conv features,
+    /// conv bias, centroids from safetensors.
+    #[test]
+    fn wav2vec2_parity_with_transformers() {
+        check_parity("wav2vec2", "centroids.safetensors", 2);
     }
 
     #[test]
