@@ -312,8 +312,8 @@ fn summary() {
         us(l[l.len() / 2]),
         us(l[l.len() * 99 / 100])
     );
-    let files = audio_files(16, 4.0);
-    let audio_s = files.len() as f64 * 4.0;
+    let files = audio_files(32, 8.0);
+    let audio_s = files.len() as f64 * 8.0;
     let base = time(|| {
         plain_loop(&files);
     });
@@ -327,7 +327,7 @@ fn summary() {
         on_graph(&files, 2, false);
     });
     println!(
-        "summary: decode+resample+mel, {} files x 4 s at 44.1 kHz",
+        "summary: decode+resample+mel, {} files x 8 s at 44.1 kHz",
         files.len()
     );
     println!(
