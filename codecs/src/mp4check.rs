@@ -99,7 +99,14 @@ impl<R: Read + Seek> Walker<'_, R> {
                 return Ok(());
             }
             let body = pos + hl;
-            if let Some(prefix) = container_prefix(&kind) {
+            if let Some(mut prefix) = container_prefix(&kind) {
+                // ISO 'meta' is a full box (4 bytes version/flags first); QuickTime's is not.
+                if &kind == b"meta"
+                    && body + 4 <= box_end
+                    && self.u32_at(body).map_err(|e| e.to_string())? == 0
+                {
+                    prefix = 4;
+                }
                 self.walk(body + prefix, box_end, true)?;
             } else if let Some((entry, count_at)) = table_layout(&kind) {
                 let count = self.u32_at(body + count_at).map_err(|e| e.to_string())? as u64;
@@ -138,6 +145,16 @@ mod tests {
         let good = std::fs::read(crate::testutil::fixture("audio/speech.m4a")).unwrap();
         assert!(looks_like_mp4(&good));
         check_mp4(&mut Cursor::new(&good), good.len() as u64).unwrap();
+        // ISO 'meta' (full box) as ffmpeg writes it, and a QuickTime-style 'meta' (plain container).
+        let ilst = b"\0\0\0\x08ilst";
+        for meta in [
+            [&b"\0\0\0\x14meta\0\0\0\0"[..], &ilst[..]].concat(),
+            [&b"\0\0\0\x10meta"[..], &ilst[..]].concat(),
+        ] {
+            let udta = [&((meta.len() + 8) as u32).to_be_bytes()[..], b"udta", &meta].concat();
+            let moov = [&((udta.len() + 8) as u32).to_be_bytes()[..], b"moov", &udta].concat();
+            check_mp4(&mut Cursor::new(&moov), moov.len() as u64).unwrap();
+        }
         // Inflate the stsz sample count.
         let i = good.windows(4).position(|w| w == b"stsz").unwrap();
         let mut bad = good.clone();
