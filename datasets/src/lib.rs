@@ -1,4 +1,5 @@
 //! voxtok-datasets
 
+pub mod asr_eval;
 pub mod asterisk;
 pub mod english;
