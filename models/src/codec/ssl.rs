@@ -7,7 +7,7 @@
 //! Layer numbering follows transformers' `hidden_states`: 0 is the input of
 //! the first transformer layer (after the positional conv and, for the
 //! post-norm variant, the encoder layer norm); `L` is the output of layer `L`.
-//! WavLM (relative position bias) is not implemented.
+//! WavLM adds the gated relative position bias (`model_type = "wavlm"`).
 
 use super::{AudioTokenizer, CodecError, LoadOptions, Result, TokenizerInfo};
 use crate::runtime::{Device, ModelDir};
@@ -46,6 +46,18 @@ pub struct SslConfig {
     pub layer_norm_eps: f64,
     #[serde(default)]
     pub conv_pos_batch_norm: bool,
+    /// WavLM relative position buckets.
+    #[serde(default = "d_buckets")]
+    pub num_buckets: usize,
+    #[serde(default = "d_max_dist")]
+    pub max_bucket_distance: usize,
+}
+
+fn d_buckets() -> usize {
+    320
+}
+fn d_max_dist() -> usize {
+    800
 }
 
 fn d_group() -> String {
@@ -93,6 +105,33 @@ struct EncoderLayer {
     ff_in: Linear,
     ff_out: Linear,
     ln2: LayerNorm,
+    /// WavLM: gated relative position bias.
+    rel: Option<RelPos>,
+}
+
+struct RelPos {
+    gru_const: Tensor,
+    gru_linear: Linear,
+    /// Bucket embeddings `[buckets, heads]` (first layer only).
+    embed: Option<Tensor>,
+}
+
+/// WavLM's `_relative_positions_bucket` for one relative position.
+fn rel_bucket(rel: i64, num_buckets: usize, max_distance: usize) -> usize {
+    let nb = (num_buckets / 2) as i64;
+    let mut bucket = if rel > 0 { nb } else { 0 };
+    let r = rel.abs();
+    let max_exact = nb / 2;
+    if r < max_exact {
+        bucket += r;
+    } else {
+        // float32 arithmetic, truncated, as in transformers
+        let f = ((r as f32 / max_exact as f32).ln()
+            / (max_distance as f64 / max_exact as f64).ln() as f32)
+            * (nb - max_exact) as f32;
+        bucket += ((max_exact as f32 + f) as i64).min(nb - 1);
+    }
+    bucket as usize
 }
 
 /// The HuBERT / wav2vec2 encoder.
@@ -206,6 +245,21 @@ impl SslEncoder {
                         l.pp("feed_forward.output_dense"),
                     )?,
                     ln2: ln(l.pp("final_layer_norm"), h, cfg.layer_norm_eps)?,
+                    rel: if cfg.model_type == "wavlm" {
+                        let a = l.pp("attention");
+                        let nh = cfg.num_attention_heads;
+                        Some(RelPos {
+                            gru_const: a.get((1, nh, 1, 1), "gru_rel_pos_const")?,
+                            gru_linear: candle_nn::linear(h / nh, 8, a.pp("gru_rel_pos_linear"))?,
+                            embed: if i == 0 {
+                                Some(a.get((cfg.num_buckets, nh), "rel_attn_embed.weight")?)
+                            } else {
+                                None
+                            },
+                        })
+                    } else {
+                        None
+                    },
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -236,7 +290,41 @@ impl SslEncoder {
         rf
     }
 
-    fn attention(&self, l: &EncoderLayer, xs: &Tensor) -> candle_core::Result<Tensor> {
+    /// WavLM position bias `[1, H, T, T]` from the first layer's buckets.
+    fn position_bias(&self, t: usize) -> candle_core::Result<Option<Tensor>> {
+        let Some(embed) = self
+            .layers
+            .first()
+            .and_then(|l| l.rel.as_ref())
+            .and_then(|r| r.embed.as_ref())
+        else {
+            return Ok(None);
+        };
+        let idx: Vec<u32> = (0..t)
+            .flat_map(|i| {
+                (0..t).map(move |j| {
+                    rel_bucket(
+                        j as i64 - i as i64,
+                        self.cfg.num_buckets,
+                        self.cfg.max_bucket_distance,
+                    ) as u32
+                })
+            })
+            .collect();
+        let idx = Tensor::from_vec(idx, t * t, embed.device())?;
+        let v = embed
+            .index_select(&idx, 0)?
+            .reshape((t, t, ()))?
+            .permute((2, 0, 1))?;
+        Ok(Some(v.unsqueeze(0)?.contiguous()?))
+    }
+
+    fn attention(
+        &self,
+        l: &EncoderLayer,
+        xs: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let (b, t, h) = xs.dims3()?;
         let nh = self.cfg.num_attention_heads;
         let hd = h / nh;
@@ -244,7 +332,21 @@ impl SslEncoder {
         let q = split(l.q.forward(xs)?)?;
         let k = split(l.k.forward(xs)?)?;
         let v = split(l.v.forward(xs)?)?;
-        let scores = (q.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?;
+        let mut scores = (q.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?;
+        if let (Some(rel), Some(bias)) = (&l.rel, bias) {
+            // Gate per head and query: a * (b * const - 1) + 2, from the
+            // layer input split into heads.
+            let g = xs.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+            let p = rel
+                .gru_linear
+                .forward(&g)?
+                .reshape((b, nh, t, 2, 4))?
+                .sum(D::Minus1)?;
+            let p = candle_nn::ops::sigmoid(&p)?;
+            let (ga, gb) = (p.narrow(3, 0, 1)?, p.narrow(3, 1, 1)?);
+            let gate = ((ga * (gb.broadcast_mul(&rel.gru_const)? - 1.0)?)? + 2.0)?;
+            scores = (scores + gate.broadcast_mul(bias)?)?;
+        }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
         l.o.forward(&out)
@@ -295,12 +397,14 @@ impl SslEncoder {
             xs = self.enc_ln.forward(&xs)?;
         }
         let mut out = vec![xs.clone()];
+        let bias = self.position_bias(xs.dim(1)?)?;
+        let bias = bias.as_ref();
         for l in self.layers.iter().take(upto) {
             xs = if stable {
-                let a = (&xs + self.attention(l, &l.ln1.forward(&xs)?)?)?;
+                let a = (&xs + self.attention(l, &l.ln1.forward(&xs)?, bias)?)?;
                 (&a + self.feed_forward(l, &l.ln2.forward(&a)?)?)?
             } else {
-                let a = l.ln1.forward(&(&xs + self.attention(l, &xs)?)?)?;
+                let a = l.ln1.forward(&(&xs + self.attention(l, &xs, bias)?)?)?;
                 l.ln2.forward(&(&a + self.feed_forward(l, &a)?)?)?
             };
             out.push(xs.clone());
@@ -363,11 +467,11 @@ impl SslTokenizer {
         let cfg: SslConfig = dir.config()?;
         let cfg_path = dir.root().join("config.json");
         match cfg.model_type.as_str() {
-            "hubert" | "wav2vec2" | "" => {}
+            "hubert" | "wav2vec2" | "wavlm" | "" => {}
             other => {
                 return Err(CodecError::Config {
                     path: cfg_path,
-                    msg: format!("model_type `{other}` (supported: hubert, wav2vec2)"),
+                    msg: format!("model_type `{other}` (supported: hubert, wav2vec2, wavlm)"),
                 })
             }
         }
@@ -395,7 +499,7 @@ impl SslTokenizer {
             });
         }
         let mut vb = dir.var_builder(DType::F32, device)?;
-        for prefix in ["hubert", "wav2vec2"] {
+        for prefix in ["hubert", "wav2vec2", "wavlm"] {
             if vb.contains_tensor(&format!("{prefix}.feature_projection.projection.weight")) {
                 vb = vb.pp(prefix);
             }
@@ -562,6 +666,23 @@ mod tests {
     #[test]
     fn hubert_parity_with_transformers() {
         check_parity("hubert", "centroids.npy", 3);
+    }
+
+    /// WavLM: gated relative position bias (small bucket count so the
+    /// logarithmic buckets are exercised).
+    #[test]
+    fn wavlm_parity_with_transformers() {
+        check_parity("wavlm", "centroids.npy", 2);
+    }
+
+    #[test]
+    fn wavlm_buckets_match_transformers_formula() {
+        // num_buckets 320, max_distance 800: exact below 80, log above.
+        assert_eq!(rel_bucket(0, 320, 800), 0);
+        assert_eq!(rel_bucket(5, 320, 800), 165);
+        assert_eq!(rel_bucket(-5, 320, 800), 5);
+        assert_eq!(rel_bucket(-100, 320, 800), 87);
+        assert_eq!(rel_bucket(10_000, 320, 800), 319);
     }
 
     /// Pre-norm ("stable layer norm") encoder, LayerNorm conv features,
