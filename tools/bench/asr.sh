@@ -2,7 +2,7 @@
 # ASR speed, voxtok vs transformers in the same run, on the same random-weight
 # models (whisper-tiny and whisper-base dimensions) and the same 30 s input:
 # features + encoder + exactly 50 greedy tokens; then voxtok batch 8 vs 1.
-# Usage: tools/bench/asr.sh [THREADS]   (writes bench-out/asr_*.json and a table)
+# Usage: [VOXTOK_BIN=...] tools/bench/asr.sh [THREADS]   (writes bench-out/asr_*.json and a table)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 THREADS=${1:-$(nproc)}
@@ -10,8 +10,13 @@ PY=${PY:-/work/venv/bin/python}
 OUT=bench-out
 mkdir -p "$OUT"
 export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
-cargo build --release -p voxtok
-BIN=target/release/voxtok
+# VOXTOK_BIN=path/to/voxtok skips the build (e.g. a binary built earlier).
+if [ -z "${VOXTOK_BIN:-}" ]; then
+    cargo build --release -p voxtok
+    BIN=target/release/voxtok
+else
+    BIN=$VOXTOK_BIN
+fi
 for dims in tiny base; do
     M=$OUT/models/whisper-$dims-random
     "$PY" tools/bench/asr_transformers.py --dims $dims --threads "$THREADS" --tokens 50 --json "$OUT/asr_tf_$dims.json"

@@ -37,6 +37,10 @@ fn conv1d(i: usize, o: usize, stride: usize, vb: VarBuilder) -> Result<Conv1d> {
     ))
 }
 
+/// Largest attention score tensor computed at once (bytes); bigger batches
+/// are split so encoder memory stays bounded at large batch sizes.
+const MAX_SCORE_BYTES: usize = 512 << 20;
+
 /// Multi-head attention with Whisper's projections (no bias on `k_proj`).
 #[derive(Debug, Clone)]
 pub struct Attention {
@@ -84,7 +88,35 @@ impl Attention {
     /// Scaled dot-product attention of split `q` over `k`, `v`, merged and
     /// projected back to `[b, tq, d]`. `mask` is added to the scores.
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        self.attend_limited(q, k, v, mask, MAX_SCORE_BYTES)
+    }
+
+    fn attend_limited(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        limit: usize,
+    ) -> Result<Tensor> {
         let (b, _, tq, _) = q.dims4()?;
+        // Bound the score matrix (batch × heads × tq × tk): split large batches.
+        let scores = b * self.heads * tq * k.dim(2)? * q.dtype().size_in_bytes();
+        if b > 1 && scores > limit {
+            let rows = (limit * b / scores).max(1);
+            let mut parts = Vec::new();
+            for s in (0..b).step_by(rows) {
+                let n = rows.min(b - s);
+                parts.push(self.attend_limited(
+                    &q.narrow(0, s, n)?,
+                    &k.narrow(0, s, n)?,
+                    &v.narrow(0, s, n)?,
+                    mask,
+                    limit,
+                )?);
+            }
+            return Tensor::cat(&parts, 0);
+        }
         let mut w = q.matmul(&k.t()?)?;
         if let Some(m) = mask {
             w = w.broadcast_add(m)?;
@@ -395,6 +427,36 @@ impl WhisperModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attention_split_over_batch_is_exact() -> Result<()> {
+        let dev = Device::Cpu;
+        let lin = |bias: bool| -> Result<Linear> {
+            let w = Tensor::randn(0f32, 0.3, (8, 8), &dev)?;
+            let b = if bias {
+                Some(Tensor::randn(0f32, 0.1, 8, &dev)?)
+            } else {
+                None
+            };
+            Ok(Linear::new(w, b))
+        };
+        let a = Attention {
+            q: lin(true)?,
+            k: lin(false)?,
+            v: lin(true)?,
+            o: lin(true)?,
+            heads: 2,
+            head_dim: 4,
+        };
+        let x = Tensor::randn(0f32, 1.0, (3, 5, 8), &dev)?;
+        let (k, v) = a.kv(&x)?;
+        let q = a.query(&x)?;
+        let whole = a.attend_limited(&q, &k, &v, None, usize::MAX)?;
+        let split = a.attend_limited(&q, &k, &v, None, 1)?; // one row at a time
+        let d: f32 = (whole - split)?.abs()?.max_all()?.to_scalar()?;
+        assert!(d < 1e-6, "{d}");
+        Ok(())
+    }
 
     #[test]
     fn causal_mask_shape_and_values() -> Result<()> {
