@@ -51,7 +51,11 @@ fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { Exit::Usage } else { Exit::Ok };
+            let code = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            };
             let _ = e.print();
             return code.into();
         }
@@ -82,7 +86,26 @@ fn init_logging(g: &Global) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // symphonia logs its own probe/decode errors, which voxtok reports
+    // itself with the file name; they are noise below -vv.
+    let directives = if g.verbose < 2 {
+        format!("{level},symphonia=off")
+    } else {
+        level.to_string()
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
+    // Panics inside symphonia on malformed input are caught and reported as
+    // errors naming the file; keep their default message out of stderr.
+    let verbose = g.verbose;
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_symphonia = info
+            .location()
+            .is_some_and(|l| l.file().contains("symphonia"));
+        if !in_symphonia || verbose >= 2 {
+            default_hook(info);
+        }
+    }));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
