@@ -14,7 +14,7 @@ use voxtok_pipeline::inputs::Input;
 /// Model selection shared by both commands.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Tokenizer family: encodec, dac, ssl (HuBERT / wav2vec2 features +
+    /// Tokenizer family: encodec, dac, ssl (HuBERT / wav2vec2 / WavLM features +
     /// k-means; no decoder), mimi (not built yet).
     #[arg(long, value_name = "encodec|dac|mimi|ssl")]
     pub codec: String,

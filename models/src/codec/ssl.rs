@@ -1,6 +1,6 @@
 //! SSL + k-means tokens (DASB's "semantic" tokenizers): a HuBERT /
-//! wav2vec2-style encoder from a Hugging Face `HubertModel` /
-//! `Wav2Vec2Model` directory, features from one hidden layer, and
+//! wav2vec2 / WavLM encoder from a Hugging Face `HubertModel` /
+//! `Wav2Vec2Model` / `WavLMModel` directory, features from one hidden layer, and
 //! nearest-centroid assignment against a k-means centroids file. There is no
 //! decoder.
 //!
