@@ -2,7 +2,6 @@
 //! ASR, discrete audio tokenizers, text tokenizers, LLMs, speech-to-LaTeX).
 
 pub mod codec;
-pub mod latex;
 pub mod llm;
 pub mod runtime;
 pub mod text;
