@@ -10,6 +10,7 @@ pub mod bench_frontend;
 pub mod common;
 pub mod features;
 pub mod transcribe;
+pub mod vad;
 pub mod text;
 pub mod bench_codec;
 pub mod tokenize;
