@@ -123,6 +123,20 @@ if [ ! -f "$alsa/Front_Center.wav" ]; then
 fi
 say "speech samples: $ast ($(ls "$ast" | grep -c '\.wav$') wav), $alsa"
 
+# Silero VAD (MIT): silero_vad_16k.safetensors for `voxtok vad --model-file`.
+vad="$data/models/silero-vad"
+if [ ! -f "$vad/silero_vad_16k.safetensors" ]; then
+  whl=$(pip_fetch silero-vad==6.2.3 7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8)
+  tmp=$(mktemp -d)
+  python3 -m zipfile -e "$whl" "$tmp"
+  mkdir -p "$vad"
+  cp "$tmp"/silero_vad-6.2.3.dist-info/licenses/LICENSE "$vad"/LICENSE
+  cp "$tmp"/silero_vad/data/silero_vad_16k.safetensors "$vad"/silero_vad_16k.safetensors.tmp
+  mv "$vad"/silero_vad_16k.safetensors.tmp "$vad"/silero_vad_16k.safetensors
+  rm -rf "$tmp"
+fi
+say "silero vad: $vad"
+
 # 3. The release binary.
 if [ $build -eq 1 ]; then
   say "building target/release/voxtok (first build takes several minutes)"
