@@ -21,10 +21,6 @@ impl Linear {
     pub fn new(inner: candle_nn::Linear) -> Self {
         Self { inner }
     }
-
-    pub fn weight(&self) -> &Tensor {
-        self.inner.weight()
-    }
 }
 
 impl Module for Linear {
@@ -60,17 +56,20 @@ fn small_m_f32(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let mut out_t = vec![0f32; n * m]; // [n, m]: each weight row writes m adjacent values
     const BLOCK: usize = 64;
+    #[cfg(target_arch = "x86_64")]
+    let fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
     out_t
         .par_chunks_mut(BLOCK * m)
         .enumerate()
         .for_each(|(bi, chunk)| {
-            let j0 = bi * BLOCK;
-            for (jj, outs) in chunk.chunks_mut(m).enumerate() {
-                let row = &wd[(j0 + jj) * k..(j0 + jj + 1) * k];
-                for (i, o) in outs.iter_mut().enumerate() {
-                    *o = dot(&xs[i * k..(i + 1) * k], row);
-                }
+            let rows = &wd[bi * BLOCK * k..];
+            #[cfg(target_arch = "x86_64")]
+            if fma {
+                // SAFETY: the CPU supports avx2 and fma (checked above).
+                unsafe { block_avx2(&xs, rows, chunk, m, k) };
+                return;
             }
+            block(&xs, rows, chunk, m, k, dot);
         });
     drop(storage);
     let y = Tensor::from_vec(out_t, (n, m), x.device())?
@@ -79,8 +78,55 @@ fn small_m_f32(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     Ok(Some(y))
 }
 
+/// One block of output features: `chunk[jj*m + i] = x_i · w_jj`.
+#[inline(always)]
+fn block(
+    xs: &[f32],
+    rows: &[f32],
+    chunk: &mut [f32],
+    m: usize,
+    k: usize,
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+) {
+    for (jj, outs) in chunk.chunks_mut(m).enumerate() {
+        let row = &rows[jj * k..(jj + 1) * k];
+        for (i, o) in outs.iter_mut().enumerate() {
+            *o = dot(&xs[i * k..(i + 1) * k], row);
+        }
+    }
+}
+
+/// `block` compiled for AVX2 + FMA (8-wide fused multiply-adds).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2(xs: &[f32], rows: &[f32], chunk: &mut [f32], m: usize, k: usize) {
+    block(xs, rows, chunk, m, k, dot_fma)
+}
+
+/// Like [`dot`] with fused multiply-adds (only fast where FMA is enabled).
+#[inline(always)]
+fn dot_fma(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let ca = a.chunks_exact(16);
+    let cb = b.chunks_exact(16);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            acc[l] = x[l].mul_add(y[l], acc[l]);
+        }
+    }
+    let mut s = 0f32;
+    for l in 0..8 {
+        s += acc[l] + acc[l + 8];
+    }
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
 /// Dot product with 8 independent accumulators (vectorizes without fast-math).
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let ca = a.chunks_exact(8);
