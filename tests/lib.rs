@@ -18,8 +18,9 @@ pub fn fixture(rel: &str) -> PathBuf {
 }
 
 /// Path of the `voxtok` binary next to the running test executable
-/// (`target/<profile>/voxtok`). `cargo test --workspace` builds it; with
-/// `-p voxtok-tests` alone, build it first with `cargo build -p voxtok`.
+/// (`target/<profile>/voxtok`). `cargo test` does not build another
+/// package's binary: build it first with `cargo build -p voxtok`, as
+/// `scripts/test.sh` does.
 pub fn voxtok_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
@@ -29,7 +30,7 @@ pub fn voxtok_bin() -> PathBuf {
     let bin = profile_dir.join(format!("voxtok{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
-        "{} not found: run `cargo build -p voxtok` (or `cargo test --workspace`) first",
+        "{} not found: run `cargo build -p voxtok` first (scripts/test.sh does)",
         bin.display()
     );
     bin
