@@ -5,6 +5,7 @@
 //! - [`resample`]: streaming, delay-free resampling (rubato).
 //! - [`mel`]: Whisper log-mel features matching Hugging Face.
 //! - [`wav`], [`npy`]: writing WAV and `.npy` files.
+//! - [`stoi`]: short-time objective intelligibility (as pystoi).
 
 pub mod decode;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod mel;
 mod mp4check;
 pub mod npy;
 pub mod resample;
+pub mod stoi;
 pub mod wav;
 
 pub use decode::{read_audio, Audio, Decoder, RawPcm, RawSampleFormat};
