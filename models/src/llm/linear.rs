@@ -111,6 +111,9 @@ fn dot_fma(a: &[f32], b: &[f32]) -> f32 {
     let cb = b.chunks_exact(16);
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
+        // fixed-size arrays: no bounds checks, so the lanes vectorize
+        let x: &[f32; 16] = x.try_into().expect("chunk of 16");
+        let y: &[f32; 16] = y.try_into().expect("chunk of 16");
         for l in 0..16 {
             acc[l] = x[l].mul_add(y[l], acc[l]);
         }
@@ -133,6 +136,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     let cb = b.chunks_exact(8);
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
+        let x: &[f32; 8] = x.try_into().expect("chunk of 8");
+        let y: &[f32; 8] = y.try_into().expect("chunk of 8");
         for l in 0..8 {
             acc[l] += x[l] * y[l];
         }
