@@ -12,7 +12,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
 use voxtok_codecs::decode::read_audio;
-use voxtok_models::runtime::{parse_dtype, DeviceSpec, ModelDir};
+use voxtok_models::runtime::{find_default_model, parse_dtype, DeviceSpec, ModelDir};
 use voxtok_models::whisper::decoding::Suppress;
 use voxtok_models::whisper::longform::{InMemory, Stream, Transcriber};
 use voxtok_models::whisper::{TranscribeOptions, Whisper};
@@ -21,9 +21,25 @@ use voxtok_models::whisper::{TranscribeOptions, Whisper};
 pub struct Args {
     /// Audio files or directories; when absent, `--synthetic` seconds of a test signal.
     pub inputs: Vec<String>,
-    /// Whisper model directory (Hugging Face layout).
+    /// Whisper model directory (Hugging Face or CTranslate2 layout);
+    /// default: whisper-tiny.en as for `transcribe`.
     #[arg(long, short)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
+    /// Score real speech instead of timing a synthetic signal: `asterisk` or
+    /// `asterisk:DIR` (the Asterisk prompts unpacked by scripts/setup.sh).
+    /// With `--out-dir` it transcribes, with `--score` it compares runs.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// With --dataset: use N utterances spread evenly over the set.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// With --dataset: write files.txt and the run's JSONL here.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// With --dataset: score these run JSONL files (voxtok's or a peer's, e.g.
+    /// tools/bench/asr_faster_whisper.py) side by side; no model is loaded.
+    #[arg(long, num_args = 1..)]
+    pub score: Vec<PathBuf>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
     #[arg(long, default_value = "f32")]
@@ -85,10 +101,32 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<Exit> {
     if a.batch_size == 0 || a.repeat == 0 {
         bail!("--batch-size and --repeat must be at least 1");
     }
+    if let Some(dataset) = &a.dataset {
+        return super::bench_asr_dataset::run(
+            super::bench_asr_dataset::DatasetArgs {
+                dataset,
+                model: a.model.as_deref(),
+                device: &a.device,
+                dtype: &a.dtype,
+                batch_size: a.batch_size,
+                beam_size: a.beam_size,
+                limit: a.limit,
+                out_dir: a.out_dir.as_deref(),
+                score: &a.score,
+                json: a.json.as_deref(),
+            },
+            g,
+        );
+    }
     let device = a.device.parse::<DeviceSpec>()?.open()?;
     let dtype = parse_dtype(&a.dtype)?;
-    let w = Whisper::load(&ModelDir::open(&a.model)?, &device, dtype)
-        .with_context(|| format!("cannot load model {}", a.model.display()))?;
+    let model = match &a.model {
+        Some(m) => m.clone(),
+        None => find_default_model(super::transcribe::DEFAULT_MODEL)
+            .context("no --model and no default whisper-tiny.en (run scripts/setup.sh)")?,
+    };
+    let w = Whisper::load(&ModelDir::open(&model)?, &device, dtype)
+        .with_context(|| format!("cannot load model {}", model.display()))?;
 
     let mut audio: Vec<Vec<f32>> = Vec::new();
     for i in &a.inputs {

@@ -5,12 +5,14 @@
 
 pub mod bench;
 pub mod bench_asr;
-pub mod bench_text;
+pub mod bench_asr_dataset;
+pub mod bench_codec;
 pub mod bench_frontend;
+pub mod bench_text;
 pub mod common;
 pub mod features;
+pub mod latex;
+pub mod text;
+pub mod tokenize;
 pub mod transcribe;
 pub mod vad;
-pub mod text;
-pub mod bench_codec;
-pub mod tokenize;

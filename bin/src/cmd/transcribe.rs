@@ -37,14 +37,19 @@ pub enum TaskArg {
     Translate,
 }
 
+/// The model used when `--model` is not given (see `scripts/setup.sh`).
+pub const DEFAULT_MODEL: &str = "whisper-tiny.en";
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Audio files, directories (searched recursively for audio files) or `-` for stdin.
     #[arg(required = true)]
     pub inputs: Vec<String>,
-    /// Whisper model directory (Hugging Face layout), or a name under $VOXTOK_MODELS.
+    /// Whisper model directory (Hugging Face or CTranslate2 layout), or a name
+    /// under $VOXTOK_MODELS. Default: whisper-tiny.en from $VOXTOK_MODELS,
+    /// ./data/models or the checkout's data/models (put there by scripts/setup.sh).
     #[arg(long, short)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "transcribe")]
     pub task: TaskArg,
     /// Spoken language (code or name); detected per input when absent.
@@ -265,9 +270,15 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
     let spec: DeviceSpec = args.device.parse()?;
     let device = spec.open()?;
     let dtype = parse_dtype(&args.dtype)?;
-    let dir = ModelDir::open(&args.model)?;
+    let model_path = match &args.model {
+        Some(m) => m.clone(),
+        None => voxtok_models::runtime::find_default_model(DEFAULT_MODEL).with_context(|| {
+            format!("no --model given and no default {DEFAULT_MODEL} found (run scripts/setup.sh, or set $VOXTOK_MODELS)")
+        })?,
+    };
+    let dir = ModelDir::open(&model_path)?;
     let w = Whisper::load(&dir, &device, dtype)
-        .with_context(|| format!("cannot load model {}", args.model.display()))?;
+        .with_context(|| format!("cannot load model {}", model_path.display()))?;
     if let Some(l) = &opts.decode.language {
         if w.tokenizer.multilingual && w.tokenizer.language_id(l).is_none() {
             bail!("--language {l}: not a language of this model");
