@@ -11,7 +11,6 @@ pub mod bench_frontend;
 pub mod bench_text;
 pub mod common;
 pub mod features;
-pub mod latex;
 pub mod text;
 pub mod tokenize;
 pub mod transcribe;
