@@ -35,6 +35,8 @@ pub struct Global {
 pub enum Command {
     /// Compute model input features (Whisper log-mel) and write them as .npy.
     Features(cmd::features::Args),
+    /// Spoken maths -> LaTeX with the rules converter (English, Russian), one line per input line.
+    Latex(cmd::latex::Args),
     /// Transcribe or translate speech with a Whisper model (files, directories or stdin).
     Transcribe(cmd::transcribe::Args),
     /// Benchmarks: `voxtok bench asr ...` (x real time, tokens/s, peak memory).
@@ -65,6 +67,7 @@ fn main() -> std::process::ExitCode {
     init_logging(&cli.global);
     let result = match cli.command {
         Command::Features(args) => cmd::features::run(args, &cli.global),
+        Command::Latex(args) => cmd::latex::run(args, &cli.global),
         Command::Transcribe(args) => cmd::transcribe::run(args, &cli.global),
         Command::Bench(args) => cmd::bench::run(args, &cli.global),
         Command::Text(args) => cmd::text::run(args, &cli.global),

@@ -3,3 +3,5 @@
 pub mod asr_eval;
 pub mod asterisk;
 pub mod english;
+pub mod latex_norm;
+pub mod metrics;

@@ -2,6 +2,7 @@
 //! ASR, discrete audio tokenizers, text tokenizers, LLMs, speech-to-LaTeX).
 
 pub mod codec;
+pub mod latex;
 pub mod llm;
 pub mod runtime;
 pub mod text;

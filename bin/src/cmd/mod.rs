@@ -11,6 +11,7 @@ pub mod bench_frontend;
 pub mod bench_text;
 pub mod common;
 pub mod features;
+pub mod latex;
 pub mod text;
 pub mod tokenize;
 pub mod transcribe;
