@@ -32,7 +32,7 @@ fn is_digits(w: &str) -> bool {
     for (i, c) in w.chars().enumerate() {
         if c.is_ascii_digit() {
             seen = true;
-        } else if !(c == '.' && i > 0 || c == ',' && i > 0) {
+        } else if !((c == '.' || c == ',') && i > 0) {
             return false;
         }
     }

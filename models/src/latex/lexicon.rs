@@ -261,7 +261,7 @@ impl Builder {
     }
     fn finish(mut self) -> Lexicon {
         for v in self.lex.phrases.values_mut() {
-            v.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            v.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         }
         self.lex
     }

@@ -40,3 +40,79 @@ fn russian_basic() {
         "x^{2} + 2x + 1 = 0"
     );
 }
+
+mod prop {
+    use super::super::*;
+    use proptest::prelude::*;
+
+    const WORDS: &[&str] = &[
+        "x",
+        "two",
+        "plus",
+        "over",
+        "the",
+        "quantity",
+        "squared",
+        "to",
+        "power",
+        "of",
+        "sub",
+        "integral",
+        "from",
+        "d",
+        "sum",
+        "limit",
+        "as",
+        "tends",
+        "open",
+        "bracket",
+        "close",
+        "minus",
+        "sine",
+        "root",
+        "square",
+        "fraction",
+        "equals",
+        "by",
+        "factorial",
+        "in",
+        "brackets",
+        "end",
+        "point",
+        "comma",
+        "banana",
+        "икс",
+        "в",
+        "квадрате",
+        "от",
+        "до",
+        "на",
+        "корень",
+        "из",
+        "степени",
+        "энной",
+        "дэ",
+        "по",
+        "интеграл",
+        "предел",
+        "при",
+        "and",
+        "is",
+    ];
+
+    proptest! {
+        #[test]
+        fn never_panics(idx in proptest::collection::vec(0..WORDS.len(), 0..30), ru in any::<bool>()) {
+            let text: Vec<&str> = idx.iter().map(|&i| WORDS[i]).collect();
+            let lang = if ru { Lang::Ru } else { Lang::En };
+            let c = convert(&text.join(" "), lang);
+            prop_assert!(c.latex.len() < 10_000);
+        }
+
+        #[test]
+        fn never_panics_any_text(s in "\\PC{0,80}") {
+            let _ = convert(&s, Lang::En);
+            let _ = convert(&s, Lang::Ru);
+        }
+    }
+}
