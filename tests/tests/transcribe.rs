@@ -380,3 +380,66 @@ fn stdin_language_detection_and_translate() {
     assert_eq!(code, 2);
     assert!(err.contains("klingon"), "{err}");
 }
+
+/// `--vad` drops the silence around speech, and segment times stay those
+/// of the original file (2 s of silence, 1.5 s voiced, 2 s of silence).
+#[test]
+fn vad_skips_silence_and_keeps_original_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("padded.wav");
+    let voiced = (0..24000).map(|i| {
+        let t = i as f32 / 16000.0;
+        0.3 * (1..6)
+            .map(|k| (2.0 * std::f32::consts::PI * 150.0 * k as f32 * t).sin() / k as f32)
+            .sum::<f32>()
+    });
+    let samples: Vec<f32> = std::iter::repeat_n(0.0, 32000)
+        .chain(voiced)
+        .chain(std::iter::repeat_n(0.0, 32000))
+        .collect();
+    write_wav(&path, 16000, &samples);
+    let p = path.display().to_string();
+    let m = model("tiny-en");
+    let mut args = vec![
+        "transcribe",
+        p.as_str(),
+        "--model",
+        m.as_str(),
+        "--format",
+        "json",
+        "--vad",
+    ];
+    args.extend_from_slice(PLAIN);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        (v["duration_s"].as_f64().unwrap() - 5.5).abs() < 0.01,
+        "{v}"
+    );
+    let segs = v["segments"].as_array().unwrap();
+    assert!(!segs.is_empty(), "{v}");
+    // Speech starts at 2.0 s; the VAD pads regions by 0.4 s.
+    let start = segs[0]["start"].as_f64().unwrap();
+    assert!(
+        (1.4..=2.0).contains(&start),
+        "first segment starts at {start}"
+    );
+    for s in segs {
+        assert!(s["end"].as_f64().unwrap() <= 5.5 + 1e-6, "{s}");
+    }
+    // A VAD model that is not a safetensors file is a usage error naming it.
+    let bad = dir.path().join("vad.safetensors");
+    std::fs::write(&bad, b"not a model").unwrap();
+    let b = bad.display().to_string();
+    let (code, _, err) = run(&[
+        "transcribe",
+        p.as_str(),
+        "--model",
+        m.as_str(),
+        "--vad-model",
+        b.as_str(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("vad.safetensors"), "{err}");
+}

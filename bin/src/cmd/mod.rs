@@ -15,4 +15,5 @@ pub mod latex;
 pub mod text;
 pub mod tokenize;
 pub mod transcribe;
+pub mod transcribe_vad;
 pub mod vad;

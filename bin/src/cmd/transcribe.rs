@@ -105,6 +105,14 @@ pub struct Args {
     /// Maximum tokens sampled per 30 s window.
     #[arg(long, default_value_t = 224)]
     pub max_new_tokens: usize,
+    /// Skip non-speech before transcribing (built-in energy VAD; segment
+    /// times stay those of the original file). Reads each input whole.
+    #[arg(long)]
+    pub vad: bool,
+    /// Use Silero VAD from this safetensors file (implies --vad), e.g.
+    /// data/models/silero-vad/silero_vad_16k.safetensors from scripts/setup.sh.
+    #[arg(long)]
+    pub vad_model: Option<PathBuf>,
 }
 
 fn opt_f64(name: &str, v: &str) -> anyhow::Result<Option<f64>> {
@@ -296,6 +304,16 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
     let t0 = Instant::now();
     let mut writer = OutputWriter::new(&args, inputs.len(), &w.name)?;
     let mut tr = Transcriber::new(&w, opts)?;
+    let vad_choice = match (&args.vad_model, args.vad) {
+        (Some(p), _) => {
+            // Load once up front so a bad model file is a usage error (exit 2).
+            voxtok_models::vad::SileroVad::load(p)?;
+            Some(super::transcribe_vad::VadChoice::Silero(p.clone()))
+        }
+        (None, true) => Some(super::transcribe_vad::VadChoice::Energy),
+        (None, false) => None,
+    };
+    let mut time_maps = std::collections::HashMap::new();
     let mut slots: Vec<(usize, Stream)> = Vec::new();
     let mut next = 0;
     let mut done: Vec<Option<Outcome>> = (0..inputs.len()).map(|_| None).collect();
@@ -309,8 +327,20 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
         }
         // Refill free batch rows with the next inputs (continuous batching).
         while slots.len() < args.batch_size && next < inputs.len() {
-            match FileSource::open(&inputs[next]) {
-                Ok(src) => slots.push((next, Stream::new(Box::new(src)))),
+            let opened = FileSource::open(&inputs[next]).and_then(|src| match &vad_choice {
+                None => Ok(Stream::new(Box::new(src))),
+                Some(v) => {
+                    let mut src = src;
+                    let (speech, map) =
+                        super::transcribe_vad::speech_only(&mut src, v.detector()?.as_mut())?;
+                    time_maps.insert(next, map);
+                    Ok(Stream::new(Box::new(
+                        voxtok_models::whisper::longform::InMemory::new(speech),
+                    )))
+                }
+            });
+            match opened {
+                Ok(stream) => slots.push((next, stream)),
                 Err(e) => {
                     done[next] = Some(Outcome {
                         path: inputs[next].clone(),
@@ -331,9 +361,13 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
         for (i, s) in idx.into_iter().zip(streams) {
             if s.is_done() {
                 tokens += s.tokens_decoded();
+                let mut result = s.into_result();
+                if let (Ok(t), Some(map)) = (&mut result, time_maps.remove(&i)) {
+                    map.apply(t);
+                }
                 done[i] = Some(Outcome {
                     path: inputs[i].clone(),
-                    result: s.into_result(),
+                    result,
                 });
             } else {
                 slots.push((i, s));
