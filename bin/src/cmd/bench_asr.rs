@@ -140,11 +140,13 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<Exit> {
     let inputs: Vec<&Vec<f32>> = (0..n).map(|i| &audio[i % audio.len()]).collect();
     let audio_s: f64 = inputs.iter().map(|x| x.len() as f64 / 16000.0).sum();
 
-    let mut o = TranscribeOptions::default();
-    o.temperatures = vec![0.0];
-    o.compression_ratio_threshold = None;
-    o.logprob_threshold = None;
-    o.no_speech_threshold = None;
+    let mut o = TranscribeOptions {
+        temperatures: vec![0.0],
+        compression_ratio_threshold: None,
+        logprob_threshold: None,
+        no_speech_threshold: None,
+        ..TranscribeOptions::default()
+    };
     o.decode.language = Some("en".into());
     o.decode.without_timestamps = true;
     o.decode.beam_size = a.beam_size;

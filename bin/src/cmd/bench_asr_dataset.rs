@@ -93,8 +93,10 @@ pub fn run(a: DatasetArgs, g: &Global) -> anyhow::Result<Exit> {
     // The same settings as tools/bench/asr_faster_whisper.py: one temperature
     // (no fallback), no timestamps, English, default suppression, no-speech
     // skipping at faster-whisper's default thresholds.
-    let mut o = TranscribeOptions::default();
-    o.temperatures = vec![0.0];
+    let mut o = TranscribeOptions {
+        temperatures: vec![0.0],
+        ..TranscribeOptions::default()
+    };
     o.decode.language = Some("en".into());
     o.decode.without_timestamps = true;
     o.decode.beam_size = a.beam_size;
