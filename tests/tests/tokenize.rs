@@ -502,3 +502,40 @@ fn llm_ids_follow_the_documented_mapping() {
         assert_eq!(b, 1000 + 64 + want[[1, 0]], "{order}: codebook 1, frame 0");
     }
 }
+
+#[test]
+fn bench_codec_reports_stoi_and_dwer() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let md = dir.path().join("bench.md");
+    let o = run(&[
+        "-q",
+        "bench",
+        "codec",
+        "--dataset",
+        s(&fixture("stoi/clean_16000.wav")),
+        "--codec",
+        "encodec",
+        "--model",
+        s(&encodec()),
+        "--codebooks",
+        "8",
+        "--asr-model",
+        s(&fixture("whisper/tiny-en")),
+        "--json",
+        s(&json),
+        "--markdown",
+        s(&md),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = std::fs::read_to_string(&md).unwrap();
+    assert!(table.contains("| STOI | dWER % |"), "{table}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let row = &v["rows"][0];
+    // Random-weight codec and ASR: only the range is meaningful.
+    let stoi = row["stoi"].as_f64().expect("stoi present");
+    assert!((-1.0..=1.0).contains(&stoi), "{stoi}");
+    let dwer = row["dwer"].as_f64().expect("dwer present");
+    assert!(dwer.is_finite() && dwer >= 0.0, "{dwer}");
+}

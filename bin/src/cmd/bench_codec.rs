@@ -1,9 +1,11 @@
 //! `voxtok bench codec`: DASB-style evaluation of an audio tokenizer.
 //!
 //! Every file is encoded and decoded at each codebook setting; reported per
-//! setting: bitrate, frame and token rate, SI-SDR and log-mel distance
-//! between input and reconstruction, and encode/decode throughput (x real
-//! time) plus peak memory. Output: a Markdown table on stdout, optional JSON,
+//! setting: bitrate, frame and token rate, SI-SDR, log-mel distance and
+//! STOI between input and reconstruction, dWER when an ASR model is given
+//! (WER of the greedy Whisper transcript of the reconstruction against that
+//! of the original), and encode/decode throughput (x real time) plus peak
+//! memory. Output: a Markdown table on stdout, optional JSON,
 //! and an SVG of SI-SDR against bitrate.
 
 use crate::{exit::Exit, Global};
@@ -11,7 +13,10 @@ use anyhow::{bail, Context};
 use std::path::PathBuf;
 use std::time::Instant;
 use voxtok_models::codec::{self, CodecKind, LoadOptions};
-use voxtok_models::runtime::{parse_device, ModelDir};
+use voxtok_models::runtime::{parse_device, parse_dtype, ModelDir};
+use voxtok_models::whisper::decoding::Suppress;
+use voxtok_models::whisper::longform::{InMemory, Stream, Transcriber};
+use voxtok_models::whisper::{TranscribeOptions, Whisper};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -51,6 +56,47 @@ pub struct Args {
     /// many milliseconds, and check its codes equal whole-file encoding.
     #[arg(long, value_name = "MS")]
     pub stream_chunk_ms: Option<f64>,
+    /// Whisper model directory (HF or CTranslate2 layout): report dWER, the
+    /// WER (%) of the greedy transcript of each reconstruction against the
+    /// transcript of its original.
+    #[arg(long, value_name = "DIR")]
+    pub asr_model: Option<PathBuf>,
+}
+
+/// Greedy English transcript of a 16 kHz buffer.
+fn transcribe(tr: &mut Transcriber, x16: Vec<f32>) -> anyhow::Result<String> {
+    let mut streams = vec![Stream::new(Box::new(InMemory::new(x16)))];
+    tr.run(&mut streams)?;
+    let s = streams.pop().expect("one stream");
+    Ok(s.into_result().map_err(anyhow::Error::msg)?.text)
+}
+
+fn greedy_options(w: &Whisper) -> TranscribeOptions {
+    let mut decode = TranscribeOptions::default().decode;
+    if w.tokenizer.multilingual {
+        decode.language = Some("en".into());
+    }
+    decode.without_timestamps = true;
+    decode.suppress = Suppress::None;
+    TranscribeOptions {
+        temperatures: vec![0.0],
+        compression_ratio_threshold: None,
+        logprob_threshold: None,
+        no_speech_threshold: None,
+        decode,
+    }
+}
+
+fn to_16k(x: &[f32], rate: u32) -> anyhow::Result<Vec<f32>> {
+    if rate == 16000 {
+        return Ok(x.to_vec());
+    }
+    Ok(voxtok_codecs::Resampler::process_all(
+        rate,
+        16000,
+        voxtok_codecs::Quality::High,
+        x,
+    )?)
 }
 
 /// Streaming EnCodec encode of every file in `chunk` samples: (x real time
@@ -161,6 +207,8 @@ struct Row {
     decode_xrt: Option<f64>,
     si_sdr_db: Option<f64>,
     mel_distance: Option<f64>,
+    stoi: Option<f64>,
+    dwer: Option<f64>,
 }
 
 impl Row {
@@ -170,6 +218,7 @@ impl Row {
             "token_rate": self.token_rate, "files": self.files, "audio_s": self.audio_s,
             "encode_s": self.encode_s, "decode_s": self.decode_s, "encode_xrt": self.encode_xrt,
             "decode_xrt": self.decode_xrt, "si_sdr_db": self.si_sdr_db, "mel_distance": self.mel_distance,
+            "stoi": self.stoi, "dwer": self.dwer,
         })
     }
 }
@@ -229,6 +278,28 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
     } else {
         indicatif::ProgressBar::new((settings.len() * audio.len() * (args.repeat + 1)) as u64)
     };
+    let whisper = match &args.asr_model {
+        Some(p) if info.has_decoder => {
+            let dir = ModelDir::open(p)?;
+            Some(
+                Whisper::load(&dir, &device, parse_dtype("f32")?)
+                    .with_context(|| format!("cannot load ASR model {}", p.display()))?,
+            )
+        }
+        _ => None,
+    };
+    let mut asr = match &whisper {
+        Some(w) => Some(Transcriber::new(w, greedy_options(w))?),
+        None => None,
+    };
+    let mut ref_text = Vec::new();
+    if let Some(tr) = asr.as_mut() {
+        for (name, x) in &audio {
+            let t = transcribe(tr, to_16k(x, info.sample_rate)?)
+                .with_context(|| format!("{name}: transcribe the original"))?;
+            ref_text.push(t);
+        }
+    }
     let mut rows = Vec::new();
     for &k in &settings {
         if k == 0 || k > info.max_codebooks {
@@ -240,9 +311,11 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
         }
         let (mut best_enc, mut best_dec) = (f64::INFINITY, f64::INFINITY);
         let (mut sdr, mut mel, mut n_ok) = (0f64, 0f64, 0usize);
+        let (mut stoi_sum, mut n_stoi) = (0f64, 0usize);
+        let (mut errs, mut words) = (0usize, 0usize);
         for pass in 0..=args.repeat {
             let (mut enc_s, mut dec_s) = (0f64, 0f64);
-            for (name, x) in &audio {
+            for (fi, (name, x)) in audio.iter().enumerate() {
                 let t0 = Instant::now();
                 let codes = codec::encode_mono(tok.as_ref(), x, k)
                     .with_context(|| format!("{name}: encode"))?;
@@ -256,6 +329,20 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
                         sdr += si_sdr(x, &y);
                         mel += mel_distance(x, &y, info.sample_rate)?;
                         n_ok += 1;
+                        if let Some(v) = voxtok_codecs::stoi::stoi(x, &y, info.sample_rate) {
+                            stoi_sum += v;
+                            n_stoi += 1;
+                        }
+                        if let Some(tr) = asr.as_mut() {
+                            let n = x.len().min(y.len());
+                            let hyp = transcribe(tr, to_16k(&y[..n], info.sample_rate)?)
+                                .with_context(|| {
+                                    format!("{name}: transcribe the reconstruction")
+                                })?;
+                            let (e, w) = voxtok_datasets::english::wer_counts(&ref_text[fi], &hyp);
+                            errs += e;
+                            words += w;
+                        }
                     }
                 }
                 progress.inc(1);
@@ -279,6 +366,11 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
             decode_xrt: has.then_some(audio_s / best_dec),
             si_sdr_db: (has && n_ok > 0).then(|| sdr / n_ok as f64),
             mel_distance: (has && n_ok > 0).then(|| mel / n_ok as f64),
+            stoi: (n_stoi > 0).then(|| stoi_sum / n_stoi as f64),
+            // Corpus-level; an empty original transcript counts as one word.
+            dwer: asr
+                .is_some()
+                .then(|| 100.0 * errs as f64 / words.max(1) as f64),
         });
     }
     progress.finish_and_clear();
@@ -346,17 +438,19 @@ fn markdown(codec: &str, model: &str, rows: &[Row], peak: Option<f64>) -> String
         threads(),
         opt(peak, 0)
     );
-    s += "| codebooks | kbps | frames/s | tokens/s | SI-SDR dB | mel dist | encode xRT | decode xRT |\n";
-    s += "|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    s += "| codebooks | kbps | frames/s | tokens/s | SI-SDR dB | mel dist | STOI | dWER % | encode xRT | decode xRT |\n";
+    s += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for r in rows {
         s += &format!(
-            "| {} | {:.2} | {:.2} | {:.1} | {} | {} | {:.1} | {} |\n",
+            "| {} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {:.1} | {} |\n",
             r.codebooks,
             r.bitrate_kbps,
             r.frame_rate,
             r.token_rate,
             opt(r.si_sdr_db, 2),
             opt(r.mel_distance, 3),
+            opt(r.stoi, 3),
+            opt(r.dwer, 1),
             r.encode_xrt,
             opt(r.decode_xrt, 1)
         );
