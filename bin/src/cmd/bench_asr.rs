@@ -12,10 +12,9 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
 use voxtok_codecs::decode::read_audio;
-use voxtok_models::runtime::{find_default_model, parse_dtype, DeviceSpec, ModelDir};
 use voxtok_models::whisper::decoding::Suppress;
 use voxtok_models::whisper::longform::{InMemory, Stream, Transcriber};
-use voxtok_models::whisper::{TranscribeOptions, Whisper};
+use voxtok_models::whisper::TranscribeOptions;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -118,15 +117,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<Exit> {
             g,
         );
     }
-    let device = a.device.parse::<DeviceSpec>()?.open()?;
-    let dtype = parse_dtype(&a.dtype)?;
-    let model = match &a.model {
-        Some(m) => m.clone(),
-        None => find_default_model(super::transcribe::DEFAULT_MODEL)
-            .context("no --model and no default whisper-tiny.en (run scripts/setup.sh)")?,
-    };
-    let w = Whisper::load(&ModelDir::open(&model)?, &device, dtype)
-        .with_context(|| format!("cannot load model {}", model.display()))?;
+    let w = super::transcribe::load_whisper(a.model.as_deref(), &a.device, &a.dtype)?;
 
     let mut audio: Vec<Vec<f32>> = Vec::new();
     for i in &a.inputs {

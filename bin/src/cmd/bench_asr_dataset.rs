@@ -15,9 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use voxtok_codecs::decode::read_audio;
 use voxtok_datasets::{asr_eval, asterisk};
-use voxtok_models::runtime::{find_default_model, parse_dtype, DeviceSpec, ModelDir};
 use voxtok_models::whisper::longform::{InMemory, Stream, Transcriber};
-use voxtok_models::whisper::{TranscribeOptions, Whisper};
+use voxtok_models::whisper::TranscribeOptions;
 
 /// What the dataset mode needs from `bench asr`'s arguments.
 pub struct DatasetArgs<'a> {
@@ -81,14 +80,7 @@ pub fn run(a: DatasetArgs, g: &Global) -> anyhow::Result<Exit> {
         .context("give --out-dir DIR to transcribe, or --score RUN.jsonl... to score runs")?;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let model = match a.model {
-        Some(m) => m.to_path_buf(),
-        None => find_default_model("whisper-tiny.en")
-            .context("no --model and no default whisper-tiny.en (run scripts/setup.sh)")?,
-    };
-    let device = a.device.parse::<DeviceSpec>()?.open()?;
-    let w = Whisper::load(&ModelDir::open(&model)?, &device, parse_dtype(a.dtype)?)
-        .with_context(|| format!("cannot load model {}", model.display()))?;
+    let w = super::transcribe::load_whisper(a.model, a.device, a.dtype)?;
 
     // The same settings as tools/bench/asr_faster_whisper.py: one temperature
     // (no fallback), no timestamps, English, default suppression, no-speech

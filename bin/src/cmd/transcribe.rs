@@ -273,20 +273,24 @@ struct Outcome {
     result: Result<Transcript, String>,
 }
 
-pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
-    let opts = options(&args)?;
-    let spec: DeviceSpec = args.device.parse()?;
-    let device = spec.open()?;
-    let dtype = parse_dtype(&args.dtype)?;
-    let model_path = match &args.model {
-        Some(m) => m.clone(),
+/// Loads `--model` (or the default whisper-tiny.en) on `--device` as
+/// `--dtype`; errors name the directory. Shared by the ASR commands.
+pub fn load_whisper(model: Option<&Path>, device: &str, dtype: &str) -> anyhow::Result<Whisper> {
+    let device = device.parse::<DeviceSpec>()?.open()?;
+    let dtype = parse_dtype(dtype)?;
+    let path = match model {
+        Some(m) => m.to_path_buf(),
         None => voxtok_models::runtime::find_default_model(DEFAULT_MODEL).with_context(|| {
             format!("no --model given and no default {DEFAULT_MODEL} found (run scripts/setup.sh, or set $VOXTOK_MODELS)")
         })?,
     };
-    let dir = ModelDir::open(&model_path)?;
-    let w = Whisper::load(&dir, &device, dtype)
-        .with_context(|| format!("cannot load model {}", model_path.display()))?;
+    Whisper::load(&ModelDir::open(&path)?, &device, dtype)
+        .with_context(|| format!("cannot load model {}", path.display()))
+}
+
+pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
+    let opts = options(&args)?;
+    let w = load_whisper(args.model.as_deref(), &args.device, &args.dtype)?;
     if let Some(l) = &opts.decode.language {
         if w.tokenizer.multilingual && w.tokenizer.language_id(l).is_none() {
             bail!("--language {l}: not a language of this model");
