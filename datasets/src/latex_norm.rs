@@ -310,6 +310,21 @@ fn strip_delims(s: &str) -> &str {
 /// Normalize a LaTeX formula by the rules in the module table (best effort:
 /// never fails; see [`check`] for whether the input parsed).
 pub fn normalize(latex: &str) -> String {
+    // One pass can expose more to normalize (repairing `$$}` leaves `$$`,
+    // whose delimiters the next pass strips), so apply passes until nothing
+    // changes; every pass shortens or keeps the text, so this ends quickly.
+    let mut cur = normalize_once(latex);
+    for _ in 0..8 {
+        let next = normalize_once(&cur);
+        if next == cur {
+            break;
+        }
+        cur = next;
+    }
+    cur
+}
+
+fn normalize_once(latex: &str) -> String {
     let (tree, _, _) = parse(strip_delims(latex));
     let mut out = String::new();
     emit(&tree, &mut out);
@@ -352,6 +367,7 @@ mod tests {
             ("a \\le b", "a\\leq b"),
             ("\\mathbb R", "\\mathbb{R}"),
             ("x_{i}", "x_{i}"),
+            ("$$}", ""),
         ] {
             assert_eq!(normalize(a), b, "{a}");
             assert_eq!(normalize(b), b, "idempotent {b}");
