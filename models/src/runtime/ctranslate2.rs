@@ -262,6 +262,28 @@ impl Ct2Model {
             .count()
     }
 
+    /// Copies `<src>/weight` and `<src>/bias` (a linear or conv layer) to
+    /// `<dst>.weight` and `<dst>.bias`.
+    fn copy_linear(&self, out: &mut HashMap<String, Tensor>, src: &str, dst: &str) -> Result<()> {
+        out.insert(
+            format!("{dst}.weight"),
+            self.weight(&format!("{src}/weight"))?,
+        );
+        out.insert(format!("{dst}.bias"), self.weight(&format!("{src}/bias"))?);
+        Ok(())
+    }
+
+    /// Copies a layer norm's `<src>/gamma` and `<src>/beta` to
+    /// `<dst>.weight` and `<dst>.bias`.
+    fn copy_norm(&self, out: &mut HashMap<String, Tensor>, src: &str, dst: &str) -> Result<()> {
+        out.insert(
+            format!("{dst}.weight"),
+            self.weight(&format!("{src}/gamma"))?,
+        );
+        out.insert(format!("{dst}.bias"), self.weight(&format!("{src}/beta"))?);
+        Ok(())
+    }
+
     /// Converts a `WhisperSpec` model into Hugging Face-named f32 tensors and
     /// a `WhisperConfig`-style `config.json` value derived from the shapes.
     pub fn whisper_to_hf(&self) -> Result<(HashMap<String, Tensor>, serde_json::Value)> {
@@ -283,21 +305,13 @@ impl Ct2Model {
         let src_pos = self.get("encoder/position_encodings/encodings")?.shape[0];
         let tgt_pos = self.get("decoder/position_encodings/encodings")?.shape[0];
 
-        let mut put = |name: String, t: Tensor| {
-            out.insert(name, t);
-        };
         // Splits a fused [k*d, d] weight (and [k*d] bias) into k parts.
-        let split = |t: &Tensor, k: usize| -> Result<Vec<Tensor>> {
+        let split = |name: &str, k: usize| -> Result<Vec<Tensor>> {
+            let t = self.weight(name)?;
             let n = t.dim(0)? / k;
             (0..k)
                 .map(|i| Ok(t.narrow(0, i * n, n)?.contiguous()?))
                 .collect()
-        };
-        let ln = |src: &str| -> Result<(Tensor, Tensor)> {
-            Ok((
-                self.weight(&format!("{src}/gamma"))?,
-                self.weight(&format!("{src}/beta"))?,
-            ))
         };
         for (side, n_layers) in [("encoder", enc_layers), ("decoder", dec_layers)] {
             let hf = format!("model.{side}");
@@ -305,94 +319,71 @@ impl Ct2Model {
                 let c = format!("{side}/layer_{i}");
                 let h = format!("{hf}.layers.{i}");
                 // Self-attention: fused QKV (linear_0), output (linear_1).
-                let w = split(
-                    &self.weight(&format!("{c}/self_attention/linear_0/weight"))?,
-                    3,
-                )?;
-                let b = split(
-                    &self.weight(&format!("{c}/self_attention/linear_0/bias"))?,
-                    3,
-                )?;
+                let sa = format!("{c}/self_attention");
+                let w = split(&format!("{sa}/linear_0/weight"), 3)?;
+                let b = split(&format!("{sa}/linear_0/bias"), 3)?;
                 for (j, p) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
-                    put(format!("{h}.self_attn.{p}.weight"), w[j].clone());
+                    out.insert(format!("{h}.self_attn.{p}.weight"), w[j].clone());
+                    // Whisper's key projection has no bias (CTranslate2 stores zeros).
                     if *p != "k_proj" {
-                        put(format!("{h}.self_attn.{p}.bias"), b[j].clone());
+                        out.insert(format!("{h}.self_attn.{p}.bias"), b[j].clone());
                     }
                 }
-                put(
-                    format!("{h}.self_attn.out_proj.weight"),
-                    self.weight(&format!("{c}/self_attention/linear_1/weight"))?,
-                );
-                put(
-                    format!("{h}.self_attn.out_proj.bias"),
-                    self.weight(&format!("{c}/self_attention/linear_1/bias"))?,
-                );
-                let (g, be) = ln(&format!("{c}/self_attention/layer_norm"))?;
-                put(format!("{h}.self_attn_layer_norm.weight"), g);
-                put(format!("{h}.self_attn_layer_norm.bias"), be);
+                self.copy_linear(
+                    &mut out,
+                    &format!("{sa}/linear_1"),
+                    &format!("{h}.self_attn.out_proj"),
+                )?;
+                self.copy_norm(
+                    &mut out,
+                    &format!("{sa}/layer_norm"),
+                    &format!("{h}.self_attn_layer_norm"),
+                )?;
                 if side == "decoder" {
                     // Cross-attention: Q (linear_0), fused KV (linear_1), output (linear_2).
                     let a = format!("{c}/attention");
-                    put(
-                        format!("{h}.encoder_attn.q_proj.weight"),
-                        self.weight(&format!("{a}/linear_0/weight"))?,
-                    );
-                    put(
-                        format!("{h}.encoder_attn.q_proj.bias"),
-                        self.weight(&format!("{a}/linear_0/bias"))?,
-                    );
-                    let w = split(&self.weight(&format!("{a}/linear_1/weight"))?, 2)?;
-                    let b = split(&self.weight(&format!("{a}/linear_1/bias"))?, 2)?;
-                    put(format!("{h}.encoder_attn.k_proj.weight"), w[0].clone());
-                    put(format!("{h}.encoder_attn.v_proj.weight"), w[1].clone());
-                    put(format!("{h}.encoder_attn.v_proj.bias"), b[1].clone());
-                    put(
-                        format!("{h}.encoder_attn.out_proj.weight"),
-                        self.weight(&format!("{a}/linear_2/weight"))?,
-                    );
-                    put(
-                        format!("{h}.encoder_attn.out_proj.bias"),
-                        self.weight(&format!("{a}/linear_2/bias"))?,
-                    );
-                    let (g, be) = ln(&format!("{a}/layer_norm"))?;
-                    put(format!("{h}.encoder_attn_layer_norm.weight"), g);
-                    put(format!("{h}.encoder_attn_layer_norm.bias"), be);
+                    let x = format!("{h}.encoder_attn");
+                    self.copy_linear(&mut out, &format!("{a}/linear_0"), &format!("{x}.q_proj"))?;
+                    let w = split(&format!("{a}/linear_1/weight"), 2)?;
+                    let b = split(&format!("{a}/linear_1/bias"), 2)?;
+                    out.insert(format!("{x}.k_proj.weight"), w[0].clone());
+                    out.insert(format!("{x}.v_proj.weight"), w[1].clone());
+                    out.insert(format!("{x}.v_proj.bias"), b[1].clone());
+                    self.copy_linear(&mut out, &format!("{a}/linear_2"), &format!("{x}.out_proj"))?;
+                    self.copy_norm(
+                        &mut out,
+                        &format!("{a}/layer_norm"),
+                        &format!("{x}_layer_norm"),
+                    )?;
                 }
-                for (src, dst) in [("linear_0", "fc1"), ("linear_1", "fc2")] {
-                    put(
-                        format!("{h}.{dst}.weight"),
-                        self.weight(&format!("{c}/ffn/{src}/weight"))?,
-                    );
-                    put(
-                        format!("{h}.{dst}.bias"),
-                        self.weight(&format!("{c}/ffn/{src}/bias"))?,
-                    );
-                }
-                let (g, be) = ln(&format!("{c}/ffn/layer_norm"))?;
-                put(format!("{h}.final_layer_norm.weight"), g);
-                put(format!("{h}.final_layer_norm.bias"), be);
+                self.copy_linear(&mut out, &format!("{c}/ffn/linear_0"), &format!("{h}.fc1"))?;
+                self.copy_linear(&mut out, &format!("{c}/ffn/linear_1"), &format!("{h}.fc2"))?;
+                self.copy_norm(
+                    &mut out,
+                    &format!("{c}/ffn/layer_norm"),
+                    &format!("{h}.final_layer_norm"),
+                )?;
             }
-            let (g, be) = ln(&format!("{side}/layer_norm"))?;
-            put(format!("{hf}.layer_norm.weight"), g);
-            put(format!("{hf}.layer_norm.bias"), be);
-            put(
+            self.copy_norm(
+                &mut out,
+                &format!("{side}/layer_norm"),
+                &format!("{hf}.layer_norm"),
+            )?;
+            out.insert(
                 format!("{hf}.embed_positions.weight"),
                 self.weight(&format!("{side}/position_encodings/encodings"))?,
             );
         }
         for conv in ["conv1", "conv2"] {
-            put(
-                format!("model.encoder.{conv}.weight"),
-                self.weight(&format!("encoder/{conv}/weight"))?,
-            );
-            put(
-                format!("model.encoder.{conv}.bias"),
-                self.weight(&format!("encoder/{conv}/bias"))?,
-            );
+            self.copy_linear(
+                &mut out,
+                &format!("encoder/{conv}"),
+                &format!("model.encoder.{conv}"),
+            )?;
         }
         let emb = self.weight("decoder/embeddings/weight")?;
-        put("model.decoder.embed_tokens.weight".into(), emb.clone());
-        put("proj_out.weight".into(), emb);
+        out.insert("model.decoder.embed_tokens.weight".into(), emb.clone());
+        out.insert("proj_out.weight".into(), emb);
 
         let config = serde_json::json!({
             "model_type": "whisper",
