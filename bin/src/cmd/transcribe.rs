@@ -308,13 +308,11 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
     let t0 = Instant::now();
     let mut writer = OutputWriter::new(&args, inputs.len(), &w.name)?;
     let mut tr = Transcriber::new(&w, opts)?;
-    let vad_choice = match (&args.vad_model, args.vad) {
-        (Some(p), _) => {
-            // Load once up front so a bad model file is a usage error (exit 2).
-            voxtok_models::vad::SileroVad::load(p)?;
-            Some(super::transcribe_vad::VadChoice::Silero(p.clone()))
-        }
-        (None, true) => Some(super::transcribe_vad::VadChoice::Energy),
+    // One detector serves every input: `speech_regions` resets it per signal.
+    // A bad Silero file fails here, before any input, as a usage error (exit 2).
+    let mut detector: Option<Box<dyn voxtok_models::vad::Vad>> = match (&args.vad_model, args.vad) {
+        (Some(p), _) => Some(Box::new(voxtok_models::vad::SileroVad::load(p)?)),
+        (None, true) => Some(Box::new(voxtok_models::vad::EnergyVad::default())),
         (None, false) => None,
     };
     let mut time_maps = std::collections::HashMap::new();
@@ -331,12 +329,11 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
         }
         // Refill free batch rows with the next inputs (continuous batching).
         while slots.len() < args.batch_size && next < inputs.len() {
-            let opened = FileSource::open(&inputs[next]).and_then(|src| match &vad_choice {
+            let opened = FileSource::open(&inputs[next]).and_then(|src| match detector.as_mut() {
                 None => Ok(Stream::new(Box::new(src))),
-                Some(v) => {
+                Some(d) => {
                     let mut src = src;
-                    let (speech, map) =
-                        super::transcribe_vad::speech_only(&mut src, v.detector()?.as_mut())?;
+                    let (speech, map) = super::transcribe_vad::speech_only(&mut src, d.as_mut())?;
                     time_maps.insert(next, map);
                     Ok(Stream::new(Box::new(
                         voxtok_models::whisper::longform::InMemory::new(speech),

@@ -3,28 +3,11 @@
 //! concatenated, transcribed as one stream, and segment times are mapped
 //! back to the original timeline.
 
-use voxtok_models::vad::{self, EnergyVad, SegmentParams, SileroVad, Vad};
+use voxtok_models::vad::{self, SegmentParams, Vad};
 use voxtok_models::whisper::longform::SampleSource;
 use voxtok_models::whisper::Transcript;
 
 const RATE: f64 = 16000.0;
-
-/// Which detector to run: the built-in energy VAD, or Silero from a file.
-#[derive(Debug, Clone)]
-pub enum VadChoice {
-    Energy,
-    Silero(std::path::PathBuf),
-}
-
-impl VadChoice {
-    /// Builds one detector (one per input: detectors carry state).
-    pub fn detector(&self) -> Result<Box<dyn Vad>, String> {
-        Ok(match self {
-            VadChoice::Energy => Box::new(EnergyVad::default()),
-            VadChoice::Silero(p) => Box::new(SileroVad::load(p).map_err(|e| e.to_string())?),
-        })
-    }
-}
 
 /// Where each piece of the concatenated speech came from:
 /// `(start in the concatenation, start in the original)`, in seconds.
@@ -138,7 +121,7 @@ mod tests {
         x.extend(voiced(16000));
         let mut src = Chunks(x.chunks(4000).map(|c| c.to_vec()).collect());
         let (speech, map) =
-            speech_only(&mut src, VadChoice::Energy.detector().unwrap().as_mut()).unwrap();
+            speech_only(&mut src, &mut voxtok_models::vad::EnergyVad::default()).unwrap();
         assert!((map.original_duration_s - 6.0).abs() < 1e-9);
         // Silence is cut down to the 0.4 s pads, both voiced seconds are kept.
         assert!(
