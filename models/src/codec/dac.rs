@@ -421,16 +421,6 @@ impl Dac {
         }
         Ok(self.enc_conv2.forward(&self.enc_snake.forward(&xs)?)?)
     }
-
-    fn check_codebooks(&self, k: usize) -> Result<()> {
-        if k == 0 || k > self.quantizers.len() {
-            return Err(CodecError::BadOption(format!(
-                "{k} codebooks requested; this DAC model has 1..={}",
-                self.quantizers.len()
-            )));
-        }
-        Ok(())
-    }
 }
 
 impl AudioTokenizer for Dac {
@@ -439,7 +429,7 @@ impl AudioTokenizer for Dac {
     }
 
     fn encode(&self, audio: &Tensor, codebooks: usize) -> Result<Tensor> {
-        self.check_codebooks(codebooks)?;
+        self.info.check_codebooks(codebooks)?;
         let mut residual = self.embeddings(audio)?;
         let mut out = Vec::with_capacity(codebooks);
         for q in &self.quantizers[..codebooks] {
@@ -452,7 +442,7 @@ impl AudioTokenizer for Dac {
 
     fn decode(&self, codes: &Tensor) -> Result<Tensor> {
         let (_b, k, _n) = codes.dims3()?;
-        self.check_codebooks(k)?;
+        self.info.check_codebooks(k)?;
         let mut z: Option<Tensor> = None;
         for (i, q) in self.quantizers[..k].iter().enumerate() {
             let part = q.decode(&codes.narrow(1, i, 1)?.squeeze(1)?.to_dtype(DType::U32)?)?;

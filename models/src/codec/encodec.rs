@@ -610,19 +610,9 @@ impl Encodec {
         Ok(Tensor::stack(&out, 1)?)
     }
 
-    fn check_codebooks(&self, k: usize) -> Result<()> {
-        if k == 0 || k > self.codebooks.len() {
-            return Err(CodecError::BadOption(format!(
-                "{k} codebooks requested; this EnCodec model has 1..={}",
-                self.codebooks.len()
-            )));
-        }
-        Ok(())
-    }
-
     /// A fresh incremental encoder using `codebooks` codebooks.
     pub fn stream(&self, codebooks: usize) -> Result<EncodecStream<'_>> {
-        self.check_codebooks(codebooks)?;
+        self.info.check_codebooks(codebooks)?;
         Ok(EncodecStream::new(self, codebooks))
     }
 }
@@ -633,14 +623,14 @@ impl AudioTokenizer for Encodec {
     }
 
     fn encode(&self, audio: &Tensor, codebooks: usize) -> Result<Tensor> {
-        self.check_codebooks(codebooks)?;
+        self.info.check_codebooks(codebooks)?;
         let emb = self.embeddings(audio)?;
         self.quantize(&emb, codebooks)
     }
 
     fn decode(&self, codes: &Tensor) -> Result<Tensor> {
         let (_b, k, _n) = codes.dims3()?;
-        self.check_codebooks(k)?;
+        self.info.check_codebooks(k)?;
         let mut emb: Option<Tensor> = None;
         for (i, cb) in self.codebooks[..k].iter().enumerate() {
             let ids = codes.narrow(1, i, 1)?.squeeze(1)?.to_dtype(DType::U32)?; // [B, N]

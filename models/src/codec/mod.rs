@@ -97,6 +97,17 @@ pub struct TokenizerInfo {
 }
 
 impl TokenizerInfo {
+    /// Checks that `k` codebooks (1..=`max_codebooks`) can be used.
+    pub fn check_codebooks(&self, k: usize) -> Result<()> {
+        if k == 0 || k > self.max_codebooks {
+            return Err(CodecError::BadOption(format!(
+                "{k} codebooks requested; this {} model has 1..={}",
+                self.codec, self.max_codebooks
+            )));
+        }
+        Ok(())
+    }
+
     /// Bitrate in bits per second for `codebooks` codebooks.
     pub fn bitrate(&self, codebooks: usize) -> f64 {
         self.frame_rate * codebooks as f64 * (self.codebook_size as f64).log2()
