@@ -6,9 +6,11 @@
 //! - [`mel`]: Whisper log-mel features matching Hugging Face.
 //! - [`wav`], [`npy`]: writing WAV and `.npy` files.
 //! - [`stoi`]: short-time objective intelligibility (as pystoi).
+//! - [`live`]: live 16 kHz sources (paced file replay, raw PCM on stdin).
 
 pub mod decode;
 pub mod error;
+pub mod live;
 pub mod mel;
 mod mp4check;
 pub mod npy;
