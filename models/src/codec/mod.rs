@@ -1,4 +1,4 @@
-//! Discrete audio tokenizers (the DASB set): EnCodec, DAC, SSL features + k-means,
+//! Discrete audio tokenizers (the DASB set): EnCodec, DAC, Mimi, SSL features + k-means,
 //! behind one small interface mirroring DASB's `sig_to_tokens` /
 //! `tokens_to_sig`: audio `[B, T]` → codes `[B, K, N]` (K codebooks, N frames)
 //! and back.
@@ -9,6 +9,7 @@
 pub mod dac;
 pub mod encodec;
 pub mod llm_mapping;
+pub mod mimi;
 mod nn;
 pub mod npy;
 pub mod ssl;
@@ -268,9 +269,7 @@ pub fn load(
         CodecKind::Encodec => Ok(Box::new(encodec::Encodec::load(dir, device)?)),
         CodecKind::Ssl => Ok(Box::new(ssl::SslTokenizer::load(dir, opts, device)?)),
         CodecKind::Dac => Ok(Box::new(dac::Dac::load(dir, device)?)),
-        CodecKind::Mimi => Err(CodecError::BadOption(
-            "the mimi tokenizer is not implemented yet in this build (available: encodec, dac, ssl)".into(),
-        )),
+        CodecKind::Mimi => Ok(Box::new(mimi::Mimi::load(dir, device)?)),
     }
 }
 

@@ -1,0 +1,1504 @@
+//! Mimi (Kyutai 2024) from a Hugging Face `MimiModel` directory: causal
+//! SEANet encoder → transformer (RoPE, causal sliding-window attention,
+//! layer scale) → strided downsampling conv → split residual vector
+//! quantizer (semantic + acoustic codebooks); decoding runs the inverse path
+//! (depthwise transposed upsampling, transformer, SEANet decoder).
+//!
+//! Written against transformers' `modeling_mimi.py` (the flat checkpoint
+//! layout `encoder.layers.*`, `encoder_transformer.*`, `downsample.*`,
+//! `quantizer.*`, `upsample.*`, `decoder_transformer.*`, `decoder.layers.*`
+//! that `save_pretrained` and the `kyutai/mimi` checkpoint use). Also provides
+//! an incremental encoder ([`MimiStream`]) whose codes equal whole-file
+//! encoding.
+
+use super::nn::{conv_weight, pad_reflect, TapConv};
+use super::{AudioTokenizer, CodecError, Codes, Result, TokenizerInfo};
+use crate::runtime::{Device, ModelDir};
+use candle_core::{DType, Module, Tensor, D};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+use serde::Deserialize;
+
+/// The fields of `MimiConfig` that shape the network.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MimiConfig {
+    #[serde(default = "d_sr")]
+    pub sampling_rate: u32,
+    #[serde(default = "d_one")]
+    pub audio_channels: usize,
+    #[serde(default = "d_hidden")]
+    pub hidden_size: usize,
+    #[serde(default = "d_filters")]
+    pub num_filters: usize,
+    #[serde(default = "d_one")]
+    pub num_residual_layers: usize,
+    #[serde(default)]
+    pub upsampling_ratios: Option<Vec<usize>>,
+    #[serde(default = "d_seven")]
+    pub kernel_size: usize,
+    #[serde(default = "d_three")]
+    pub last_kernel_size: usize,
+    #[serde(default = "d_three")]
+    pub residual_kernel_size: usize,
+    #[serde(default = "d_two")]
+    pub dilation_growth_rate: usize,
+    #[serde(default = "d_true")]
+    pub use_causal_conv: bool,
+    #[serde(default = "d_pad")]
+    pub pad_mode: String,
+    #[serde(default = "d_two")]
+    pub compress: usize,
+    #[serde(default = "d_trim")]
+    pub trim_right_ratio: f64,
+    #[serde(default = "d_cb")]
+    pub codebook_size: usize,
+    #[serde(default)]
+    pub codebook_dim: Option<usize>,
+    #[serde(default = "d_nq")]
+    pub num_quantizers: usize,
+    #[serde(default)]
+    pub use_conv_shortcut: bool,
+    #[serde(default = "d_vq")]
+    pub vector_quantization_hidden_dimension: usize,
+    #[serde(default = "d_one")]
+    pub num_semantic_quantizers: usize,
+    #[serde(default = "d_groups")]
+    pub upsample_groups: usize,
+    #[serde(default = "d_layers")]
+    pub num_hidden_layers: usize,
+    #[serde(default = "d_inter")]
+    pub intermediate_size: usize,
+    #[serde(default = "d_heads")]
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "d_act")]
+    pub hidden_act: String,
+    #[serde(default = "d_eps")]
+    pub norm_eps: f64,
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Older configs store the frame rate (12.5); newer ones derive it.
+    #[serde(default, alias = "_frame_rate")]
+    pub frame_rate: Option<f64>,
+}
+
+fn d_sr() -> u32 {
+    24000
+}
+fn d_one() -> usize {
+    1
+}
+fn d_two() -> usize {
+    2
+}
+fn d_three() -> usize {
+    3
+}
+fn d_seven() -> usize {
+    7
+}
+fn d_hidden() -> usize {
+    512
+}
+fn d_filters() -> usize {
+    64
+}
+fn d_true() -> bool {
+    true
+}
+fn d_pad() -> String {
+    "constant".into()
+}
+fn d_trim() -> f64 {
+    1.0
+}
+fn d_cb() -> usize {
+    2048
+}
+fn d_nq() -> usize {
+    32
+}
+fn d_vq() -> usize {
+    256
+}
+fn d_groups() -> usize {
+    512
+}
+fn d_layers() -> usize {
+    8
+}
+fn d_inter() -> usize {
+    2048
+}
+fn d_heads() -> usize {
+    8
+}
+fn d_act() -> String {
+    "gelu".into()
+}
+fn d_eps() -> f64 {
+    1e-5
+}
+
+impl MimiConfig {
+    pub fn ratios(&self) -> Vec<usize> {
+        self.upsampling_ratios
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| vec![8, 6, 5, 4])
+    }
+    pub fn hop_length(&self) -> usize {
+        self.ratios().iter().product()
+    }
+    /// `ceil(sampling_rate / hop_length)`: the SEANet frame rate.
+    pub fn encodec_frame_rate(&self) -> usize {
+        (self.sampling_rate as usize).div_ceil(self.hop_length())
+    }
+    /// Code frames per second (transformers: the stored `frame_rate`, else
+    /// `sampling_rate / (hop_length * 2)`).
+    pub fn frame_rate(&self) -> f64 {
+        self.frame_rate
+            .unwrap_or(self.sampling_rate as f64 / (self.hop_length() * 2) as f64)
+    }
+    /// Stride of the downsampling conv (`int(encodec_frame_rate / frame_rate)`).
+    pub fn latent_stride(&self) -> usize {
+        (self.encodec_frame_rate() as f64 / self.frame_rate()) as usize
+    }
+    fn has_resample(&self) -> bool {
+        self.frame_rate() != self.encodec_frame_rate() as f64
+    }
+    fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+    fn rope_theta(&self) -> f64 {
+        self.rope_parameters
+            .as_ref()
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(|v| v.as_f64())
+            .or(self.rope_theta)
+            .unwrap_or(10000.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PadMode {
+    Constant,
+    Replicate,
+    Reflect,
+}
+
+fn pad(mode: PadMode, xs: &Tensor, left: usize, right: usize) -> candle_core::Result<Tensor> {
+    if left == 0 && right == 0 {
+        return Ok(xs.clone());
+    }
+    match mode {
+        PadMode::Constant => xs.pad_with_zeros(D::Minus1, left, right),
+        PadMode::Replicate => xs.pad_with_same(D::Minus1, left, right),
+        PadMode::Reflect => pad_reflect(xs, left, right),
+    }
+}
+
+/// `MimiConv1d`: causal (or asymmetric) padded conv, optional bias.
+#[derive(Debug, Clone)]
+struct Conv {
+    weight: TapConv,
+    bias: Option<Tensor>,
+    stride: usize,
+    dilation: usize,
+    k_eff: usize,
+    causal: bool,
+    mode: PadMode,
+}
+
+impl Conv {
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        causal: bool,
+        mode: PadMode,
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        dilation: usize,
+        bias: bool,
+    ) -> candle_core::Result<Self> {
+        let vb = vb.pp("conv");
+        let weight = TapConv::new(conv_weight(&vb, (cout, cin, k))?, stride)?;
+        let bias = if bias {
+            Some(vb.get(cout, "bias")?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            dilation,
+            k_eff: (k - 1) * dilation + 1,
+            causal,
+            mode,
+        })
+    }
+
+    fn padding_total(&self) -> usize {
+        self.k_eff - self.stride
+    }
+
+    /// Right padding that makes the last window complete (transformers'
+    /// `_get_extra_padding_for_conv1d`).
+    fn extra_padding(&self, len: usize) -> usize {
+        let (k, s, pt) = (
+            self.k_eff as f64,
+            self.stride as f64,
+            self.padding_total() as f64,
+        );
+        let n_frames = ((len as f64 - k + pt) / s + 1.0).ceil() - 1.0;
+        let ideal = n_frames * s + k - pt;
+        (ideal - len as f64).max(0.0) as usize
+    }
+
+    /// Convolution without padding (the caller padded).
+    fn conv(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let ys = self.weight.forward(xs, self.stride, self.dilation)?;
+        match &self.bias {
+            Some(b) => ys.broadcast_add(&b.reshape((1, (), 1))?),
+            None => Ok(ys),
+        }
+    }
+
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let extra = self.extra_padding(xs.dim(D::Minus1)?);
+        let pt = self.padding_total();
+        let xs = if self.causal {
+            pad(self.mode, xs, pt, extra)?
+        } else {
+            let right = pt / 2;
+            pad(self.mode, xs, pt - right, right + extra)?
+        };
+        self.conv(&xs)
+    }
+}
+
+/// `MimiConvTranspose1d` with fixed-padding trimming; depthwise (groups =
+/// channels) runs as an overlap-add of per-channel products.
+#[derive(Debug, Clone)]
+struct ConvT {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    groups: usize,
+    trim_left: usize,
+    trim_right: usize,
+}
+
+impl ConvT {
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        cfg: &MimiConfig,
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+        bias: bool,
+    ) -> candle_core::Result<Self> {
+        let vb = vb.pp("conv");
+        let weight = conv_weight(&vb, (cin, cout / groups, k))?;
+        let bias = if bias {
+            Some(vb.get(cout, "bias")?)
+        } else {
+            None
+        };
+        let pt = k - stride;
+        let right = if cfg.use_causal_conv {
+            (pt as f64 * cfg.trim_right_ratio).ceil() as usize
+        } else {
+            pt / 2
+        };
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            groups,
+            trim_left: pt - right,
+            trim_right: right,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let (cin, cout_g, k) = self.weight.dims3()?;
+        let ys = if self.groups == cin && cout_g == 1 && k % self.stride == 0 {
+            // y[c, t·s + j] += x[c, t] · w[c, j]: products [B, C, T, k],
+            // then k/s shifted overlap-adds of [B, C, T·s].
+            let (b, c, t) = xs.dims3()?;
+            let s = self.stride;
+            let m = k / s;
+            let w = self.weight.reshape((1, c, 1, k))?;
+            let prod = xs.unsqueeze(3)?.broadcast_mul(&w)?; // [B, C, T, k]
+            let mut acc: Option<Tensor> = None;
+            for o in 0..m {
+                let part = prod
+                    .narrow(3, o * s, s)?
+                    .reshape((b, c, t * s))?
+                    .pad_with_zeros(2, o * s, (m - 1 - o) * s)?;
+                acc = Some(match acc {
+                    None => part,
+                    Some(a) => (a + part)?,
+                });
+            }
+            acc.expect("k >= stride")
+        } else {
+            xs.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, self.groups)?
+        };
+        let ys = match &self.bias {
+            Some(bias) => ys.broadcast_add(&bias.reshape((1, (), 1))?)?,
+            None => ys,
+        };
+        let len = ys.dim(D::Minus1)?;
+        ys.narrow(
+            D::Minus1,
+            self.trim_left,
+            len - self.trim_left - self.trim_right,
+        )
+    }
+}
+
+/// SEANet residual block: ELU, conv(k, dilation), ELU, conv(1) + shortcut.
+#[derive(Debug, Clone)]
+struct ResBlock {
+    conv1: Conv,
+    conv2: Conv,
+    shortcut: Option<Conv>,
+}
+
+impl ResBlock {
+    fn load(
+        cfg: &MimiConfig,
+        mode: PadMode,
+        vb: VarBuilder,
+        dim: usize,
+        dilation: usize,
+    ) -> candle_core::Result<Self> {
+        let c = cfg.use_causal_conv;
+        let h = dim / cfg.compress;
+        let k = cfg.residual_kernel_size;
+        let conv1 = Conv::load(c, mode, vb.pp("block.1"), dim, h, k, 1, dilation, true)?;
+        let conv2 = Conv::load(c, mode, vb.pp("block.3"), h, dim, 1, 1, 1, true)?;
+        let shortcut = if cfg.use_conv_shortcut {
+            Some(Conv::load(
+                c,
+                mode,
+                vb.pp("shortcut"),
+                dim,
+                dim,
+                1,
+                1,
+                1,
+                true,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1,
+            conv2,
+            shortcut,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let ys = self.conv1.forward(&xs.elu(1.0)?)?;
+        let ys = self.conv2.forward(&ys.elu(1.0)?)?;
+        let res = match &self.shortcut {
+            Some(s) => s.forward(xs)?,
+            None => xs.clone(),
+        };
+        res + ys
+    }
+}
+
+/// One entry of the SEANet `layers` list (HF module indices).
+#[derive(Debug, Clone)]
+enum Layer {
+    Conv(Conv),
+    ConvT(ConvT),
+    Res(Box<ResBlock>),
+    Elu,
+}
+
+fn run_layers(layers: &[Layer], xs: &Tensor) -> candle_core::Result<Tensor> {
+    let mut xs = xs.clone();
+    for l in layers {
+        xs = match l {
+            Layer::Conv(c) => c.forward(&xs)?,
+            Layer::ConvT(c) => c.forward(&xs)?,
+            Layer::Res(r) => r.forward(&xs)?,
+            Layer::Elu => xs.elu(1.0)?,
+        };
+    }
+    Ok(xs)
+}
+
+fn load_encoder(
+    cfg: &MimiConfig,
+    mode: PadMode,
+    vb: VarBuilder,
+) -> candle_core::Result<Vec<Layer>> {
+    let vb = vb.pp("layers");
+    let c = cfg.use_causal_conv;
+    let mut layers: Vec<Layer> = Vec::new();
+    let next = |layers: &Vec<Layer>| vb.pp(layers.len());
+    let first = Conv::load(
+        c,
+        mode,
+        next(&layers),
+        cfg.audio_channels,
+        cfg.num_filters,
+        cfg.kernel_size,
+        1,
+        1,
+        true,
+    )?;
+    layers.push(Layer::Conv(first));
+    let mut scaling = 1;
+    for &ratio in cfg.ratios().iter().rev() {
+        let dim = scaling * cfg.num_filters;
+        for j in 0..cfg.num_residual_layers {
+            let d = cfg.dilation_growth_rate.pow(j as u32);
+            let r = ResBlock::load(cfg, mode, next(&layers), dim, d)?;
+            layers.push(Layer::Res(Box::new(r)));
+        }
+        layers.push(Layer::Elu);
+        let down = Conv::load(
+            c,
+            mode,
+            next(&layers),
+            dim,
+            dim * 2,
+            ratio * 2,
+            ratio,
+            1,
+            true,
+        )?;
+        layers.push(Layer::Conv(down));
+        scaling *= 2;
+    }
+    layers.push(Layer::Elu);
+    let last = Conv::load(
+        c,
+        mode,
+        next(&layers),
+        scaling * cfg.num_filters,
+        cfg.hidden_size,
+        cfg.last_kernel_size,
+        1,
+        1,
+        true,
+    )?;
+    layers.push(Layer::Conv(last));
+    Ok(layers)
+}
+
+fn load_decoder(
+    cfg: &MimiConfig,
+    mode: PadMode,
+    vb: VarBuilder,
+) -> candle_core::Result<Vec<Layer>> {
+    let vb = vb.pp("layers");
+    let c = cfg.use_causal_conv;
+    let ratios = cfg.ratios();
+    let mut layers: Vec<Layer> = Vec::new();
+    let next = |layers: &Vec<Layer>| vb.pp(layers.len());
+    let mut scaling = 1usize << ratios.len();
+    let first = Conv::load(
+        c,
+        mode,
+        next(&layers),
+        cfg.hidden_size,
+        scaling * cfg.num_filters,
+        cfg.kernel_size,
+        1,
+        1,
+        true,
+    )?;
+    layers.push(Layer::Conv(first));
+    for &ratio in &ratios {
+        let dim = scaling * cfg.num_filters;
+        layers.push(Layer::Elu);
+        let up = ConvT::load(cfg, next(&layers), dim, dim / 2, ratio * 2, ratio, 1, true)?;
+        layers.push(Layer::ConvT(up));
+        for j in 0..cfg.num_residual_layers {
+            let d = cfg.dilation_growth_rate.pow(j as u32);
+            let r = ResBlock::load(cfg, mode, next(&layers), dim / 2, d)?;
+            layers.push(Layer::Res(Box::new(r)));
+        }
+        scaling /= 2;
+    }
+    layers.push(Layer::Elu);
+    let last = Conv::load(
+        c,
+        mode,
+        next(&layers),
+        cfg.num_filters,
+        cfg.audio_channels,
+        cfg.last_kernel_size,
+        1,
+        1,
+        true,
+    )?;
+    layers.push(Layer::Conv(last));
+    Ok(layers)
+}
+
+// ------------------------------------------------------------ transformer
+
+/// Keys and values of the past positions of one layer, for streaming.
+#[derive(Debug, Clone, Default)]
+struct KvCache {
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+#[derive(Debug, Clone)]
+struct TransformerLayer {
+    attn: Attention,
+    fc1: Linear,
+    fc2: Linear,
+    ln1: LayerNorm,
+    ln2: LayerNorm,
+    attn_scale: Tensor,
+    mlp_scale: Tensor,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Act {
+    GeluErf,
+    GeluTanh,
+}
+
+/// `MimiTransformerModel`: pre-norm layers with RoPE and causal
+/// sliding-window attention.
+#[derive(Debug, Clone)]
+struct Transformer {
+    layers: Vec<TransformerLayer>,
+    inv_freq: Vec<f32>,
+    window: Option<usize>,
+    act: Act,
+}
+
+fn linear(vb: VarBuilder, din: usize, dout: usize, bias: bool) -> candle_core::Result<Linear> {
+    if bias {
+        candle_nn::linear(din, dout, vb)
+    } else {
+        candle_nn::linear_no_bias(din, dout, vb)
+    }
+}
+
+impl Transformer {
+    fn load(cfg: &MimiConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let h = cfg.hidden_size;
+        let hd = cfg.head_dim();
+        let heads = cfg.num_attention_heads;
+        let kv_heads = cfg.num_key_value_heads.unwrap_or(heads);
+        let ab = cfg.attention_bias;
+        let ln_cfg = candle_nn::LayerNormConfig {
+            eps: cfg.norm_eps,
+            ..Default::default()
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("layers.{i}"));
+                let a = vb.pp("self_attn");
+                Ok(TransformerLayer {
+                    attn: Attention {
+                        q: linear(a.pp("q_proj"), h, heads * hd, ab)?,
+                        k: linear(a.pp("k_proj"), h, kv_heads * hd, ab)?,
+                        v: linear(a.pp("v_proj"), h, kv_heads * hd, ab)?,
+                        o: linear(a.pp("o_proj"), heads * hd, h, ab)?,
+                        heads,
+                        kv_heads,
+                        head_dim: hd,
+                    },
+                    fc1: candle_nn::linear_no_bias(h, cfg.intermediate_size, vb.pp("mlp.fc1"))?,
+                    fc2: candle_nn::linear_no_bias(cfg.intermediate_size, h, vb.pp("mlp.fc2"))?,
+                    ln1: candle_nn::layer_norm(h, ln_cfg, vb.pp("input_layernorm"))?,
+                    ln2: candle_nn::layer_norm(h, ln_cfg, vb.pp("post_attention_layernorm"))?,
+                    attn_scale: vb.get(h, "self_attn_layer_scale.scale")?,
+                    mlp_scale: vb.get(h, "mlp_layer_scale.scale")?,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        // As torch computes it: base ** (arange(0, d, 2) / d) in float32.
+        let theta = cfg.rope_theta() as f32;
+        let inv_freq = (0..hd / 2)
+            .map(|i| 1.0 / theta.powf((2 * i) as f32 / hd as f32))
+            .collect();
+        let act = match cfg.hidden_act.as_str() {
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Act::GeluTanh,
+            _ => Act::GeluErf,
+        };
+        Ok(Self {
+            layers,
+            inv_freq,
+            window: cfg.sliding_window,
+            act,
+        })
+    }
+
+    /// cos/sin `[T, D/2]` for positions `offset..offset + t`.
+    fn rope(&self, offset: usize, t: usize, dev: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(t * half);
+        let mut sin = Vec::with_capacity(t * half);
+        for p in offset..offset + t {
+            for &f in &self.inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (t, half), dev)?,
+            Tensor::from_vec(sin, (t, half), dev)?,
+        ))
+    }
+
+    /// Additive mask `[t, past + t]`: query `past + i` sees keys `j <= past + i`
+    /// within the sliding window.
+    fn mask(&self, past: usize, t: usize, dev: &Device) -> candle_core::Result<Option<Tensor>> {
+        let tk = past + t;
+        let mut m = vec![0f32; t * tk];
+        let mut any = false;
+        for i in 0..t {
+            let q = past + i;
+            for j in 0..tk {
+                let visible = j <= q && self.window.is_none_or(|w| q - j < w);
+                if !visible {
+                    m[i * tk + j] = f32::NEG_INFINITY;
+                    any = true;
+                }
+            }
+        }
+        if !any {
+            return Ok(None);
+        }
+        Ok(Some(Tensor::from_vec(m, (t, tk), dev)?))
+    }
+
+    /// Runs `[B, T, C]` at positions `offset..`; with `caches`, attends to and
+    /// extends the past keys/values (trimmed to the window).
+    fn forward(
+        &self,
+        xs: &Tensor,
+        offset: usize,
+        mut caches: Option<&mut Vec<KvCache>>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, _c) = xs.dims3()?;
+        if t == 0 {
+            return Ok(xs.clone());
+        }
+        let dev = xs.device();
+        let (cos, sin) = self.rope(offset, t, dev)?;
+        let mut xs = xs.clone();
+        for (li, layer) in self.layers.iter().enumerate() {
+            let a = &layer.attn;
+            let hd = a.head_dim;
+            let h = layer.ln1.forward(&xs)?;
+            let q =
+                a.q.forward(&h)?
+                    .reshape((b, t, a.heads, hd))?
+                    .transpose(1, 2)?;
+            let k =
+                a.k.forward(&h)?
+                    .reshape((b, t, a.kv_heads, hd))?
+                    .transpose(1, 2)?;
+            let v =
+                a.v.forward(&h)?
+                    .reshape((b, t, a.kv_heads, hd))?
+                    .transpose(1, 2)?;
+            let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
+            let mut k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
+            let mut v = v.contiguous()?;
+            let mut past = 0;
+            if let Some(caches) = caches.as_deref_mut() {
+                let cache = &mut caches[li];
+                if let (Some(pk), Some(pv)) = (&cache.k, &cache.v) {
+                    past = pk.dim(2)?;
+                    k = Tensor::cat(&[pk, &k], 2)?;
+                    v = Tensor::cat(&[pv, &v], 2)?;
+                }
+                // Keep what the next queries can still see.
+                let n = k.dim(2)?;
+                let keep = self.window.map_or(n, |w| n.min(w));
+                cache.k = Some(k.narrow(2, n - keep, keep)?.contiguous()?);
+                cache.v = Some(v.narrow(2, n - keep, keep)?.contiguous()?);
+            }
+            if a.kv_heads != a.heads {
+                let rep = a.heads / a.kv_heads;
+                let n = k.dim(2)?;
+                k = k
+                    .unsqueeze(2)?
+                    .expand((b, a.kv_heads, rep, n, hd))?
+                    .reshape((b, a.heads, n, hd))?;
+                v = v
+                    .unsqueeze(2)?
+                    .expand((b, a.kv_heads, rep, n, hd))?
+                    .reshape((b, a.heads, n, hd))?;
+            }
+            let scale = 1.0 / (hd as f64).sqrt();
+            let mut w = (q.matmul(&k.t()?)? * scale)?;
+            // Positions of the cached keys start at `offset - past`; the mask
+            // is relative, so build it for `past` earlier keys.
+            if let Some(m) = self.mask(past, t, dev)? {
+                w = w.broadcast_add(&m)?;
+            }
+            let w = candle_nn::ops::softmax_last_dim(&w)?;
+            let y = w
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b, t, a.heads * hd))?;
+            let y = a.o.forward(&y)?;
+            xs = (xs + y.broadcast_mul(&layer.attn_scale)?)?;
+            let h = layer.fc1.forward(&layer.ln2.forward(&xs)?)?;
+            let h = match self.act {
+                Act::GeluErf => h.gelu_erf()?,
+                Act::GeluTanh => h.gelu()?,
+            };
+            let h = layer.fc2.forward(&h)?;
+            xs = (xs + h.broadcast_mul(&layer.mlp_scale)?)?;
+        }
+        Ok(xs)
+    }
+}
+
+// -------------------------------------------------------------- quantizer
+
+/// One Euclidean codebook (`embed_sum / max(cluster_usage, 1e-5)`).
+#[derive(Debug, Clone)]
+struct Codebook {
+    embed: Tensor,
+    embed_t: Tensor,
+    /// `sum(embed^2)` per entry, `[1, C]`.
+    e2: Tensor,
+}
+
+impl Codebook {
+    fn load(vb: VarBuilder, size: usize, dim: usize) -> candle_core::Result<Self> {
+        let sum = vb.get((size, dim), "embed_sum")?;
+        let usage = vb.get(size, "cluster_usage")?.clamp(1e-5f32, f32::MAX)?;
+        let embed = sum.broadcast_div(&usage.unsqueeze(1)?)?;
+        let e2 = embed.sqr()?.sum_keepdim(1)?.t()?;
+        Ok(Self {
+            embed_t: embed.t()?.contiguous()?,
+            embed,
+            e2,
+        })
+    }
+
+    /// Nearest entry for each row of `xs` `[M, D]` → `[M]` u32.
+    fn quantize(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let x2 = xs.sqr()?.sum_keepdim(1)?;
+        let xe = (xs.matmul(&self.embed_t)? * 2.0)?;
+        let dist = x2.broadcast_sub(&xe)?.broadcast_add(&self.e2)?;
+        dist.argmin(D::Minus1)
+    }
+}
+
+/// `MimiResidualVectorQuantizer`: optional 1x1 projections around an RVQ.
+#[derive(Debug, Clone)]
+struct Rvq {
+    input_proj: Option<Tensor>,
+    output_proj: Option<Tensor>,
+    codebooks: Vec<Codebook>,
+}
+
+impl Rvq {
+    fn load(cfg: &MimiConfig, vb: VarBuilder, n: usize) -> candle_core::Result<Self> {
+        let h = cfg.hidden_size;
+        let d = cfg.vector_quantization_hidden_dimension;
+        let (input_proj, output_proj) = if d != h {
+            (
+                Some(vb.get((d, h, 1), "input_proj.weight")?.squeeze(2)?),
+                Some(vb.get((h, d, 1), "output_proj.weight")?.squeeze(2)?),
+            )
+        } else {
+            (None, None)
+        };
+        let dim = cfg.codebook_dim.unwrap_or(h);
+        let codebooks = (0..n)
+            .map(|i| {
+                Codebook::load(
+                    vb.pp(format!("layers.{i}.codebook")),
+                    cfg.codebook_size,
+                    dim,
+                )
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self {
+            input_proj,
+            output_proj,
+            codebooks,
+        })
+    }
+
+    /// Latents `[M, H]` (frames as rows) → ids `[k][M]`.
+    fn encode(&self, xs: &Tensor, k: usize) -> candle_core::Result<Vec<Tensor>> {
+        let mut residual = match &self.input_proj {
+            Some(w) => xs.matmul(&w.t()?)?,
+            None => xs.clone(),
+        };
+        let mut out = Vec::with_capacity(k);
+        for cb in &self.codebooks[..k] {
+            let ids = cb.quantize(&residual)?;
+            let q = cb.embed.index_select(&ids, 0)?;
+            residual = (residual - q)?;
+            out.push(ids);
+        }
+        Ok(out)
+    }
+
+    /// Ids `[k][M]` → latents `[M, H]`.
+    fn decode(&self, ids: &[Tensor]) -> candle_core::Result<Tensor> {
+        let mut acc: Option<Tensor> = None;
+        for (cb, ids) in self.codebooks.iter().zip(ids) {
+            let q = cb.embed.index_select(ids, 0)?;
+            acc = Some(match acc {
+                None => q,
+                Some(a) => (a + q)?,
+            });
+        }
+        let acc = acc.expect("at least one codebook");
+        match &self.output_proj {
+            Some(w) => acc.matmul(&w.t()?),
+            None => Ok(acc),
+        }
+    }
+}
+
+// ------------------------------------------------------------------ model
+
+/// Mimi loaded from a `MimiModel` directory.
+pub struct Mimi {
+    cfg: MimiConfig,
+    info: TokenizerInfo,
+    encoder: Vec<Layer>,
+    encoder_transformer: Transformer,
+    downsample: Option<Conv>,
+    semantic: Rvq,
+    acoustic: Rvq,
+    upsample: Option<ConvT>,
+    decoder_transformer: Transformer,
+    decoder: Vec<Layer>,
+    device: Device,
+}
+
+impl Mimi {
+    /// Loads `config.json` + safetensors from `dir` (float32).
+    pub fn load(dir: &ModelDir, device: &Device) -> Result<Self> {
+        let cfg: MimiConfig = dir.config()?;
+        let cfg_path = dir.root().join("config.json");
+        let bad = |msg: String| CodecError::Config {
+            path: cfg_path.clone(),
+            msg,
+        };
+        if cfg.audio_channels != 1 {
+            return Err(bad(format!(
+                "audio_channels = {} (only mono is supported)",
+                cfg.audio_channels
+            )));
+        }
+        let mode = match cfg.pad_mode.as_str() {
+            "constant" | "zero" => PadMode::Constant,
+            "replicate" => PadMode::Replicate,
+            "reflect" => PadMode::Reflect,
+            other => return Err(bad(format!("pad_mode `{other}`"))),
+        };
+        if cfg.num_semantic_quantizers == 0 || cfg.num_semantic_quantizers >= cfg.num_quantizers {
+            return Err(bad(format!(
+                "num_semantic_quantizers = {} must be in 1..num_quantizers ({})",
+                cfg.num_semantic_quantizers, cfg.num_quantizers
+            )));
+        }
+        let kv_heads = cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads);
+        if cfg.num_attention_heads == 0
+            || kv_heads == 0
+            || !cfg.num_attention_heads.is_multiple_of(kv_heads)
+            || !cfg.head_dim().is_multiple_of(2)
+        {
+            return Err(bad("attention heads / head_dim do not fit".into()));
+        }
+        if cfg.has_resample() && cfg.latent_stride() == 0 {
+            return Err(bad(format!(
+                "frame_rate {} is above the SEANet frame rate {}",
+                cfg.frame_rate(),
+                cfg.encodec_frame_rate()
+            )));
+        }
+        let vb = dir.var_builder(DType::F32, device)?;
+        let h = cfg.hidden_size;
+        let (downsample, upsample) = if cfg.has_resample() {
+            let s = cfg.latent_stride();
+            let down = Conv::load(
+                cfg.use_causal_conv,
+                PadMode::Replicate,
+                vb.pp("downsample"),
+                h,
+                h,
+                2 * s,
+                s,
+                1,
+                false,
+            )?;
+            let groups = cfg.upsample_groups;
+            if groups == 0 || !h.is_multiple_of(groups) {
+                return Err(bad(format!(
+                    "upsample_groups = {groups} does not divide {h}"
+                )));
+            }
+            let up = ConvT::load(&cfg, vb.pp("upsample"), h, h, 2 * s, s, groups, false)?;
+            (Some(down), Some(up))
+        } else {
+            (None, None)
+        };
+        let ns = cfg.num_semantic_quantizers;
+        let q = vb.pp("quantizer");
+        let semantic = Rvq::load(&cfg, q.pp("semantic_residual_vector_quantizer"), ns)?;
+        let acoustic = Rvq::load(
+            &cfg,
+            q.pp("acoustic_residual_vector_quantizer"),
+            cfg.num_quantizers - ns,
+        )?;
+        let info = TokenizerInfo {
+            codec: "mimi",
+            sample_rate: cfg.sampling_rate,
+            frame_rate: cfg.frame_rate(),
+            codebook_size: cfg.codebook_size,
+            max_codebooks: cfg.num_quantizers,
+            default_codebooks: cfg.num_quantizers,
+            has_decoder: true,
+        };
+        Ok(Self {
+            encoder: load_encoder(&cfg, mode, vb.pp("encoder"))?,
+            encoder_transformer: Transformer::load(&cfg, vb.pp("encoder_transformer"))?,
+            decoder_transformer: Transformer::load(&cfg, vb.pp("decoder_transformer"))?,
+            decoder: load_decoder(&cfg, mode, vb.pp("decoder"))?,
+            downsample,
+            upsample,
+            semantic,
+            acoustic,
+            info,
+            cfg,
+            device: device.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &MimiConfig {
+        &self.cfg
+    }
+
+    /// SEANet encoder output `[B, H, T/hop]` for audio `[B, T]`.
+    pub fn seanet(&self, audio: &Tensor) -> Result<Tensor> {
+        let (_b, t) = audio.dims2()?;
+        if t == 0 {
+            return Err(CodecError::BadAudio("no samples".into()));
+        }
+        Ok(run_layers(&self.encoder, &audio.unsqueeze(1)?)?)
+    }
+
+    /// Latents before quantization `[B, H, N]` (SEANet, transformer,
+    /// downsampling) for audio `[B, T]`.
+    pub fn latents(&self, audio: &Tensor) -> Result<Tensor> {
+        let xs = self.seanet(audio)?;
+        let xs = self
+            .encoder_transformer
+            .forward(&xs.transpose(1, 2)?.contiguous()?, 0, None)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        Ok(match &self.downsample {
+            Some(d) => d.forward(&xs)?,
+            None => xs,
+        })
+    }
+
+    /// Split RVQ of latents `[B, H, N]` → codes `[B, k, N]` (semantic first).
+    fn quantize(&self, lat: &Tensor, k: usize) -> Result<Tensor> {
+        let ns = self.semantic.codebooks.len();
+        if k < ns {
+            return Err(CodecError::BadOption(format!(
+                "{k} codebooks requested; this mimi model needs at least its {ns} semantic codebooks"
+            )));
+        }
+        let (b, h, n) = lat.dims3()?;
+        let rows = lat.transpose(1, 2)?.reshape((b * n, h))?;
+        let mut ids = self.semantic.encode(&rows, ns)?;
+        if k > ns {
+            ids.extend(self.acoustic.encode(&rows, k - ns)?);
+        }
+        let ids = ids
+            .iter()
+            .map(|t| t.reshape((b, n)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&ids, 1)?)
+    }
+
+    /// A fresh incremental encoder using `codebooks` codebooks.
+    pub fn stream(&self, codebooks: usize) -> Result<MimiStream<'_>> {
+        self.info.check_codebooks(codebooks)?;
+        if codebooks < self.semantic.codebooks.len() {
+            return Err(CodecError::BadOption(format!(
+                "{codebooks} codebooks requested; this mimi model needs at least its {} semantic codebooks",
+                self.semantic.codebooks.len()
+            )));
+        }
+        Ok(MimiStream::new(self, codebooks))
+    }
+}
+
+impl AudioTokenizer for Mimi {
+    fn info(&self) -> &TokenizerInfo {
+        &self.info
+    }
+
+    fn encode(&self, audio: &Tensor, codebooks: usize) -> Result<Tensor> {
+        self.info.check_codebooks(codebooks)?;
+        let lat = self.latents(audio)?;
+        self.quantize(&lat, codebooks)
+    }
+
+    fn decode(&self, codes: &Tensor) -> Result<Tensor> {
+        let (b, k, n) = codes.dims3()?;
+        self.info.check_codebooks(k)?;
+        let ns = self.semantic.codebooks.len();
+        let rows: Vec<Tensor> = (0..k)
+            .map(|i| codes.narrow(1, i, 1)?.to_dtype(DType::U32)?.flatten_all())
+            .collect::<candle_core::Result<_>>()?;
+        let mut lat = self.semantic.decode(&rows[..k.min(ns)])?;
+        if k > ns {
+            lat = (lat + self.acoustic.decode(&rows[ns..])?)?;
+        }
+        let h = lat.dim(1)?;
+        let mut xs = lat.reshape((b, n, h))?.transpose(1, 2)?.contiguous()?;
+        if let Some(up) = &self.upsample {
+            xs = up.forward(&xs)?;
+        }
+        let xs = self
+            .decoder_transformer
+            .forward(&xs.transpose(1, 2)?.contiguous()?, 0, None)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let audio = run_layers(&self.decoder, &xs)?;
+        Ok(audio.squeeze(1)?)
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+// ------------------------------------------------------------- streaming
+
+/// Streaming state of one causal conv: pending input, whether the left
+/// padding has been applied, and how many input samples it has seen.
+#[derive(Debug, Default)]
+struct ConvState {
+    buf: Option<Tensor>,
+    started: bool,
+    seen: usize,
+}
+
+enum LayerState {
+    Conv(ConvState),
+    Res {
+        c1: ConvState,
+        c2: ConvState,
+        sc: ConvState,
+        pending: Option<Tensor>,
+    },
+    Stateless,
+}
+
+fn cat_opt(a: Option<Tensor>, b: Option<Tensor>) -> candle_core::Result<Option<Tensor>> {
+    Ok(match (a, b) {
+        (None, b) => b,
+        (a, None) => a,
+        (Some(a), Some(b)) => Some(Tensor::cat(&[&a, &b], 2)?),
+    })
+}
+
+/// Streams one conv: buffer input, pad the left once, emit every output
+/// frame whose window is complete; at the end pad the right like
+/// `Conv::forward` does for the total length.
+fn step_conv(
+    c: &Conv,
+    st: &mut ConvState,
+    xs: Option<Tensor>,
+    last: bool,
+) -> candle_core::Result<Option<Tensor>> {
+    if let Some(x) = &xs {
+        st.seen += x.dim(2)?;
+    }
+    let Some(mut cur) = cat_opt(st.buf.take(), xs)? else {
+        return Ok(None);
+    };
+    let pt = c.padding_total();
+    let left = if c.causal { pt } else { pt - pt / 2 };
+    if !st.started {
+        // Constant/replicate padding needs one sample, reflect more than `left`.
+        let need = if c.mode == PadMode::Reflect {
+            left + 1
+        } else {
+            1
+        };
+        if cur.dim(2)? < need && !last {
+            st.buf = Some(cur);
+            return Ok(None);
+        }
+        cur = pad(c.mode, &cur, left, 0)?;
+        st.started = true;
+    }
+    if last {
+        let right = if c.causal { 0 } else { pt / 2 } + c.extra_padding(st.seen);
+        if right > 0 {
+            if c.mode == PadMode::Reflect && cur.dim(2)? <= right {
+                candle_core::bail!("stream tail too short for reflect padding");
+            }
+            cur = pad(c.mode, &cur, 0, right)?;
+        }
+    }
+    let len = cur.dim(2)?;
+    if len < c.k_eff {
+        st.buf = Some(cur);
+        return Ok(None);
+    }
+    let n = (len - c.k_eff) / c.stride + 1;
+    let ys = c.conv(&cur.narrow(2, 0, (n - 1) * c.stride + c.k_eff)?)?;
+    let consumed = n * c.stride;
+    if consumed < len {
+        st.buf = Some(cur.narrow(2, consumed, len - consumed)?);
+    }
+    Ok(Some(ys))
+}
+
+fn step_layer(
+    layer: &Layer,
+    st: &mut LayerState,
+    xs: Option<Tensor>,
+    last: bool,
+) -> candle_core::Result<Option<Tensor>> {
+    match (layer, st) {
+        (Layer::Conv(c), LayerState::Conv(s)) => step_conv(c, s, xs, last),
+        (Layer::Elu, _) => xs.map(|x| x.elu(1.0)).transpose(),
+        (
+            Layer::Res(r),
+            LayerState::Res {
+                c1,
+                c2,
+                sc,
+                pending,
+            },
+        ) => {
+            let main = step_conv(
+                &r.conv1,
+                c1,
+                xs.as_ref().map(|x| x.elu(1.0)).transpose()?,
+                last,
+            )?;
+            let main = step_conv(&r.conv2, c2, main.map(|x| x.elu(1.0)).transpose()?, last)?;
+            let short = match &r.shortcut {
+                Some(s) => step_conv(s, sc, xs, last)?,
+                None => xs,
+            };
+            // The branches may advance at different paces (a reflect-padded
+            // conv waits for samples): keep the shortcut until the main
+            // branch catches up.
+            let short = cat_opt(pending.take(), short)?;
+            match (main, short) {
+                (Some(m), Some(s)) => {
+                    let n = m.dim(2)?;
+                    let ns = s.dim(2)?;
+                    if ns > n {
+                        *pending = Some(s.narrow(2, n, ns - n)?);
+                    }
+                    Ok(Some((m + s.narrow(2, 0, n)?)?))
+                }
+                (None, s) => {
+                    *pending = s;
+                    Ok(None)
+                }
+                (Some(_), None) => candle_core::bail!("residual branch ahead of its shortcut"),
+            }
+        }
+        _ => candle_core::bail!("streaming state does not match the layer"),
+    }
+}
+
+/// Incremental Mimi encoder: push audio chunks, get code frames as soon as
+/// they are final; [`MimiStream::finish`] flushes the tail. The
+/// concatenated codes equal [`AudioTokenizer::encode`] on the whole signal
+/// (every conv is causal, the transformer's attention is causal and its
+/// keys/values are cached within the sliding window).
+pub struct MimiStream<'a> {
+    model: &'a Mimi,
+    codebooks: usize,
+    states: Vec<LayerState>,
+    kv: Vec<KvCache>,
+    /// SEANet frames already through the transformer (RoPE position).
+    pos: usize,
+    down: ConvState,
+    total_in: usize,
+}
+
+impl<'a> MimiStream<'a> {
+    fn new(model: &'a Mimi, codebooks: usize) -> Self {
+        let states = model
+            .encoder
+            .iter()
+            .map(|l| match l {
+                Layer::Conv(_) => LayerState::Conv(ConvState::default()),
+                Layer::Res(_) => LayerState::Res {
+                    c1: ConvState::default(),
+                    c2: ConvState::default(),
+                    sc: ConvState::default(),
+                    pending: None,
+                },
+                _ => LayerState::Stateless,
+            })
+            .collect();
+        Self {
+            model,
+            codebooks,
+            states,
+            kv: vec![KvCache::default(); model.encoder_transformer.layers.len()],
+            pos: 0,
+            down: ConvState::default(),
+            total_in: 0,
+        }
+    }
+
+    /// Feeds mono samples; returns the code frames `[K, n]` (row-major, `n`
+    /// may be 0) that are now final.
+    pub fn push(&mut self, samples: &[f32]) -> Result<Codes> {
+        if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
+            return Err(CodecError::BadAudio(format!(
+                "non-finite sample at index {}",
+                self.total_in + i
+            )));
+        }
+        self.total_in += samples.len();
+        if samples.is_empty() {
+            return Ok(self.empty());
+        }
+        let x = Tensor::from_slice(samples, (1, 1, samples.len()), &self.model.device)?;
+        self.run(Some(x), false)
+    }
+
+    /// Flushes the remaining audio (with the end padding whole-file encoding
+    /// applies) and returns the last frames.
+    pub fn finish(mut self) -> Result<Codes> {
+        if self.total_in == 0 {
+            return Err(CodecError::BadAudio("no samples".into()));
+        }
+        self.run(None, true)
+    }
+
+    /// Samples pushed so far.
+    pub fn samples_in(&self) -> usize {
+        self.total_in
+    }
+
+    fn empty(&self) -> Codes {
+        Codes {
+            codebooks: self.codebooks,
+            frames: 0,
+            ids: vec![],
+        }
+    }
+
+    fn run(&mut self, xs: Option<Tensor>, last: bool) -> Result<Codes> {
+        let m = self.model;
+        let mut xs = xs;
+        for (layer, st) in m.encoder.iter().zip(self.states.iter_mut()) {
+            xs = step_layer(layer, st, xs, last)?;
+        }
+        let xs = match xs {
+            Some(x) if x.dim(2)? > 0 => {
+                let t = x.dim(2)?;
+                let y = m.encoder_transformer.forward(
+                    &x.transpose(1, 2)?.contiguous()?,
+                    self.pos,
+                    Some(&mut self.kv),
+                )?;
+                self.pos += t;
+                Some(y.transpose(1, 2)?.contiguous()?)
+            }
+            _ => None,
+        };
+        let lat = match &m.downsample {
+            Some(d) => step_conv(d, &mut self.down, xs, last)?,
+            None => xs,
+        };
+        match lat {
+            Some(l) if l.dim(2)? > 0 => Codes::from_tensor(&m.quantize(&l, self.codebooks)?),
+            _ => Ok(self.empty()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn fixture_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/codecs/mimi")
+    }
+
+    fn load_fixture() -> (Mimi, HashMap<String, Tensor>) {
+        let dir = ModelDir::open(fixture_dir()).unwrap();
+        let model = Mimi::load(&dir, &Device::Cpu).unwrap();
+        let refs = candle_core::safetensors::load(
+            fixture_dir().join("reference.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        (model, refs)
+    }
+
+    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    const SIGNALS: [&str; 4] = ["chirp", "noise", "speech", "long"];
+
+    #[test]
+    fn config_facts() {
+        let cfg: MimiConfig = serde_json::from_str(r#"{"frame_rate": 12.5}"#).unwrap();
+        assert_eq!(cfg.hop_length(), 960);
+        assert_eq!(cfg.encodec_frame_rate(), 25);
+        assert_eq!(cfg.latent_stride(), 2);
+        let cfg: MimiConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(cfg.frame_rate(), 12.5);
+    }
+
+    /// Parity with transformers' MimiModel on the random-weight fixture:
+    /// SEANet output and latents within 1e-4, identical codes with 1, 2 and 4
+    /// codebooks, decoded audio within 1e-4.
+    #[test]
+    fn parity_with_transformers() {
+        let (model, refs) = load_fixture();
+        assert_eq!(model.info().max_codebooks, 4);
+        assert_eq!(model.info().frame_rate, 12.5);
+        for sig in SIGNALS {
+            let audio = refs[&format!("{sig}.audio")].unsqueeze(0).unwrap();
+            let sea = model.seanet(&audio).unwrap().squeeze(0).unwrap();
+            let err = max_abs(&sea, &refs[&format!("{sig}.seanet")]);
+            eprintln!("{sig}: seanet max abs err {err}");
+            assert!(err < 1e-4, "{sig}: seanet max abs err {err}");
+            let lat = model.latents(&audio).unwrap().squeeze(0).unwrap();
+            let err = max_abs(&lat, &refs[&format!("{sig}.latents")]);
+            eprintln!("{sig}: latents max abs err {err}");
+            assert!(err < 1e-4, "{sig}: latents max abs err {err}");
+            for k in [1usize, 2, 4] {
+                let codes = model.encode(&audio, k).unwrap();
+                let want = refs[&format!("{sig}.codes_{k}")]
+                    .to_dtype(DType::U32)
+                    .unwrap()
+                    .to_vec2::<u32>()
+                    .unwrap();
+                assert_eq!(
+                    codes.squeeze(0).unwrap().to_vec2::<u32>().unwrap(),
+                    want,
+                    "{sig}: codes with {k} codebooks differ"
+                );
+                if let Some(dec_ref) = refs.get(&format!("{sig}.decoded_{k}")) {
+                    let dec = model.decode(&codes).unwrap().squeeze(0).unwrap();
+                    assert_eq!(dec.dims(), dec_ref.dims(), "{sig}: decoded length");
+                    let err = max_abs(&dec, dec_ref);
+                    eprintln!("{sig}/{k}: decoded max abs err {err}");
+                    assert!(err <= 1e-4, "{sig}/{k}: decoded max abs err {err}");
+                }
+            }
+        }
+    }
+
+    /// Chunked encoding (several chunk sizes, including ones smaller than a
+    /// hop) equals whole-file encoding.
+    #[test]
+    fn streaming_equals_whole_file() {
+        let (model, refs) = load_fixture();
+        for sig in ["long", "noise"] {
+            let audio = refs[&format!("{sig}.audio")].to_vec1::<f32>().unwrap();
+            let want = refs[&format!("{sig}.codes_4")]
+                .to_dtype(DType::U32)
+                .unwrap()
+                .to_vec2::<u32>()
+                .unwrap();
+            for chunk in [1920usize, 4096, 333, 24000] {
+                let mut st = model.stream(4).unwrap();
+                let mut rows: Vec<Vec<u32>> = vec![Vec::new(); 4];
+                let mut add = |c: Codes| {
+                    for (k, row) in rows.iter_mut().enumerate() {
+                        row.extend_from_slice(c.row(k));
+                    }
+                };
+                let mut before_finish = 0;
+                for piece in audio.chunks(chunk) {
+                    let c = st.push(piece).unwrap();
+                    before_finish += c.frames;
+                    add(c);
+                }
+                add(st.finish().unwrap());
+                assert!(
+                    before_finish + 1 >= want[0].len(),
+                    "{sig}/{chunk}: only {before_finish} frames before finish"
+                );
+                assert_eq!(
+                    rows, want,
+                    "{sig}: streamed codes (chunk {chunk}) differ from whole-file codes"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let (model, _) = load_fixture();
+        assert!(model.stream(0).is_err());
+        assert!(model.stream(5).is_err());
+        let st = model.stream(2).unwrap();
+        assert!(st.finish().is_err());
+        let mut st = model.stream(2).unwrap();
+        assert!(st.push(&[0.0, f32::NAN]).is_err());
+        let codes = Tensor::zeros((1, 5, 3), DType::U32, &Device::Cpu).unwrap();
+        assert!(model.decode(&codes).is_err());
+    }
+}
