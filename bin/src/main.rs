@@ -49,6 +49,8 @@ pub enum Command {
     Detokenize(cmd::tokenize::DetokenizeArgs),
     /// Voice activity detection: speech segments of audio files (energy VAD, or Silero with --model-file).
     Vad(cmd::vad::Args),
+    /// Live transcription (partial + final lines) from a microphone, a file replayed in real time or stdin; or audio codes with --codec.
+    Stream(cmd::stream::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Tokenize(args) => cmd::tokenize::run_tokenize(args, &cli.global),
         Command::Detokenize(args) => cmd::tokenize::run_detokenize(args, &cli.global),
         Command::Vad(args) => cmd::vad::run(args, &cli.global),
+        Command::Stream(args) => cmd::stream::run(args, &cli.global),
     };
     match result {
         Ok(code) => code.into(),

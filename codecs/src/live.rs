@@ -1,5 +1,5 @@
-//! Live audio sources for streaming commands: 16 kHz mono chunks delivered
-//! as they become available.
+//! Live audio sources for streaming commands: mono chunks at a chosen rate
+//! (16 kHz for speech recognition) delivered as they become available.
 //!
 //! - [`FileSource`]: a file decoded and resampled in small chunks (as fast
 //!   as it decodes); wrap it in [`Paced`] to replay it at real-time pace.
@@ -20,7 +20,7 @@ use crate::decode::{mixdown, Decoder, RawPcm, RawSampleFormat};
 use crate::error::CodecError;
 use crate::resample::{Quality, Resampler};
 
-/// Sample rate of every live chunk (Hz).
+/// Default sample rate of live chunks (Hz): what Whisper and the VADs take.
 pub const LIVE_RATE: u32 = 16_000;
 
 /// Why a live source stopped delivering audio.
@@ -37,11 +37,13 @@ pub enum LiveError {
     Stalled { name: String, secs: f64 },
 }
 
-/// A source of live 16 kHz mono audio.
+/// A source of live mono audio.
 pub trait LiveSource: Send {
     /// Name used in messages: a path, `<stdin>` or a device name.
     fn name(&self) -> String;
-    /// The next samples (16 kHz mono), blocking until some are available;
+    /// Sample rate of the chunks (Hz).
+    fn sample_rate(&self) -> u32;
+    /// The next mono samples, blocking until some are available;
     /// `Ok(None)` at the end of the input.
     fn next_chunk(&mut self) -> Result<Option<Vec<f32>>, LiveError>;
     /// True when chunks arrive at the pace of speech (microphone, paced
@@ -53,6 +55,9 @@ impl LiveSource for Box<dyn LiveSource> {
     fn name(&self) -> String {
         (**self).name()
     }
+    fn sample_rate(&self) -> u32 {
+        (**self).sample_rate()
+    }
     fn next_chunk(&mut self) -> Result<Option<Vec<f32>>, LiveError> {
         (**self).next_chunk()
     }
@@ -61,12 +66,12 @@ impl LiveSource for Box<dyn LiveSource> {
     }
 }
 
-/// Samples per chunk for `chunk_ms` milliseconds at 16 kHz (at least 1).
-pub fn chunk_samples(chunk_ms: u32) -> usize {
-    (LIVE_RATE as usize * chunk_ms as usize / 1000).max(1)
+/// Samples per chunk for `chunk_ms` milliseconds at `rate` Hz (at least 1).
+pub fn chunk_samples(rate: u32, chunk_ms: u32) -> usize {
+    (rate as usize * chunk_ms as usize / 1000).max(1)
 }
 
-/// A file decoded and resampled to 16 kHz, handed out in fixed-size chunks
+/// A file decoded and resampled to a chosen rate, handed out in fixed-size chunks
 /// (the last may be shorter). Memory is bounded by one decoder packet.
 pub struct FileSource {
     name: PathBuf,
@@ -78,18 +83,18 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// Opens `path`; chunks of `chunk_ms` milliseconds.
-    pub fn open(path: impl AsRef<Path>, chunk_ms: u32) -> Result<Self, CodecError> {
-        Self::from_decoder(Decoder::open(path)?, chunk_ms)
+    /// Opens `path`; chunks of `chunk_ms` milliseconds at `rate` Hz.
+    pub fn open(path: impl AsRef<Path>, rate: u32, chunk_ms: u32) -> Result<Self, CodecError> {
+        Self::from_decoder(Decoder::open(path)?, rate, chunk_ms)
     }
 
     /// Wraps an opened decoder.
-    pub fn from_decoder(mut dec: Decoder, chunk_ms: u32) -> Result<Self, CodecError> {
-        let chunk = chunk_samples(chunk_ms);
+    pub fn from_decoder(mut dec: Decoder, rate: u32, chunk_ms: u32) -> Result<Self, CodecError> {
+        let chunk = chunk_samples(rate, chunk_ms);
         // Decode about one chunk at a time at the file's own rate.
         let native = (dec.sample_rate() as usize * chunk_ms as usize / 1000).max(1);
         dec.set_min_chunk(native);
-        let rs = Resampler::new(dec.sample_rate(), LIVE_RATE, Quality::High)?;
+        let rs = Resampler::new(dec.sample_rate(), rate, Quality::High)?;
         Ok(FileSource {
             name: dec.name().to_path_buf(),
             dec,
@@ -109,6 +114,10 @@ impl FileSource {
 impl LiveSource for FileSource {
     fn name(&self) -> String {
         self.name.display().to_string()
+    }
+
+    fn sample_rate(&self) -> u32 {
+        self.rs.to_rate()
     }
 
     fn next_chunk(&mut self) -> Result<Option<Vec<f32>>, LiveError> {
@@ -137,7 +146,7 @@ impl LiveSource for FileSource {
 }
 
 /// Headerless PCM read from a byte stream (e.g. stdin) as it arrives,
-/// mixed down to mono and resampled to 16 kHz.
+/// mixed down to mono and resampled to a chosen rate.
 pub struct PcmReader {
     name: String,
     reader: Box<dyn Read + Send>,
@@ -150,11 +159,13 @@ pub struct PcmReader {
 }
 
 impl PcmReader {
-    /// Reads `layout` PCM from `reader`; at most `chunk_ms` of audio per read.
+    /// Reads `layout` PCM from `reader`, resampled to `rate` Hz; at most
+    /// `chunk_ms` of audio per read.
     pub fn new(
         reader: Box<dyn Read + Send>,
         name: impl Into<String>,
         layout: RawPcm,
+        rate: u32,
         chunk_ms: u32,
     ) -> Result<Self, CodecError> {
         let name = name.into();
@@ -171,7 +182,7 @@ impl PcmReader {
         }
         let frame = sample_bytes(layout.format) * layout.channels as usize;
         let frames = (layout.sample_rate as usize * chunk_ms as usize / 1000).max(1);
-        let rs = Resampler::new(layout.sample_rate, LIVE_RATE, Quality::High)?;
+        let rs = Resampler::new(layout.sample_rate, rate, Quality::High)?;
         Ok(PcmReader {
             name,
             reader,
@@ -213,6 +224,10 @@ fn convert(data: &[u8], format: RawSampleFormat) -> Vec<f32> {
 impl LiveSource for PcmReader {
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    fn sample_rate(&self) -> u32 {
+        self.rs.to_rate()
     }
 
     fn next_chunk(&mut self) -> Result<Option<Vec<f32>>, LiveError> {
@@ -307,13 +322,18 @@ impl<S: LiveSource> LiveSource for Paced<S> {
         self.inner.name()
     }
 
+    fn sample_rate(&self) -> u32 {
+        self.inner.sample_rate()
+    }
+
     fn next_chunk(&mut self) -> Result<Option<Vec<f32>>, LiveError> {
         let start = *self.start.get_or_insert_with(Instant::now);
         let Some(c) = self.inner.next_chunk()? else {
             return Ok(None);
         };
         self.released += c.len() as u64;
-        let due = Duration::from_secs_f64(self.released as f64 / LIVE_RATE as f64 / self.speedup);
+        let rate = self.inner.sample_rate().max(1) as f64;
+        let due = Duration::from_secs_f64(self.released as f64 / rate / self.speedup);
         let now = start.elapsed();
         if due > now {
             std::thread::sleep(due - now);
@@ -345,7 +365,7 @@ mod tests {
     fn file_chunks_equal_whole_file_decode() {
         let path = fixture("audio/speech_stereo_44k.wav");
         let whole = crate::read_audio(&path, Some(LIVE_RATE)).unwrap().samples;
-        let mut src = FileSource::open(&path, 100).unwrap();
+        let mut src = FileSource::open(&path, LIVE_RATE, 100).unwrap();
         assert_eq!(src.native_rate(), 44100);
         let (all, n) = drain(&mut src);
         assert_eq!(all.len(), whole.len());
@@ -375,6 +395,7 @@ mod tests {
             Box::new(Trickle(raw.clone(), 0)),
             "<stdin>",
             RawPcm::default(),
+            LIVE_RATE,
             100,
         )
         .unwrap();
@@ -389,6 +410,7 @@ mod tests {
             Box::new(std::io::Cursor::new(vec![1u8, 2, 3])),
             "<stdin>",
             RawPcm::default(),
+            LIVE_RATE,
             100,
         )
         .unwrap();
@@ -404,6 +426,7 @@ mod tests {
             Box::new(std::io::Cursor::new(Vec::new())),
             "<stdin>",
             RawPcm::default(),
+            LIVE_RATE,
             100,
         )
         .unwrap();
@@ -416,7 +439,9 @@ mod tests {
             sample_rate: 0,
             ..RawPcm::default()
         };
-        assert!(PcmReader::new(Box::new(std::io::empty()), "<stdin>", bad, 100).is_err());
+        assert!(
+            PcmReader::new(Box::new(std::io::empty()), "<stdin>", bad, LIVE_RATE, 100).is_err()
+        );
     }
 
     #[test]
@@ -426,6 +451,9 @@ mod tests {
         impl LiveSource for Ones {
             fn name(&self) -> String {
                 "ones".into()
+            }
+            fn sample_rate(&self) -> u32 {
+                LIVE_RATE
             }
             fn next_chunk(&mut self) -> Result<Option<Vec<f32>>, LiveError> {
                 if self.0 == 0 {

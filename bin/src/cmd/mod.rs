@@ -12,6 +12,10 @@ pub mod bench_text;
 pub mod common;
 pub mod features;
 pub mod latex;
+pub mod stream;
+pub mod stream_codes;
+#[cfg(feature = "mic")]
+pub mod stream_mic;
 pub mod text;
 pub mod tokenize;
 pub mod transcribe;

@@ -7,6 +7,7 @@
 //! candle).
 
 pub mod energy;
+pub mod online;
 pub mod silero;
 
 pub use energy::{EnergyParams, EnergyVad};

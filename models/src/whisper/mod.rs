@@ -8,6 +8,7 @@
 //! - [`decoding`]: greedy / beam search, suppression and timestamp rules,
 //!   temperature fallback, no-speech detection (one 30 s window)
 //! - [`longform`]: sequential 30 s windows with seek by the last timestamp
+//! - [`streaming`]: re-decoding a growing buffer, LocalAgreement-2 confirmation
 
 pub mod config;
 mod ct2;
@@ -17,6 +18,7 @@ pub mod kv_cache;
 pub mod languages;
 pub mod longform;
 pub mod model;
+pub mod streaming;
 pub mod tokenizer;
 
 pub use config::{GenerationConfig, PreprocessorConfig, WhisperConfig};
