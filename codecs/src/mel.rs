@@ -42,6 +42,20 @@ pub enum MelPadding {
     Whisper30s,
     /// Frames for the whole signal: `n / 160` frames.
     None,
+    /// Pad with zeros or truncate to this many samples (a model whose window
+    /// is not 30 s, e.g. `2 × max_source_positions × 160`).
+    Samples(usize),
+}
+
+impl MelPadding {
+    /// The padded/truncated signal length in samples, if any.
+    pub fn target_samples(self) -> Option<usize> {
+        match self {
+            MelPadding::Whisper30s => Some(N_SAMPLES_30S),
+            MelPadding::None => None,
+            MelPadding::Samples(n) => Some(n),
+        }
+    }
 }
 
 /// A log-mel spectrogram, row-major `[n_mels, n_frames]`.
@@ -227,18 +241,18 @@ impl LogMel {
         self.n_mels
     }
 
-    /// True once the 30 s window is full (padded mode): further input is ignored.
+    /// True once the window is full (padded mode): further input is ignored.
     pub fn is_full(&self) -> bool {
-        self.padding == MelPadding::Whisper30s && self.n_in >= N_SAMPLES_30S
+        self.padding
+            .target_samples()
+            .is_some_and(|n| self.n_in >= n)
     }
 
     /// Feeds 16 kHz mono samples.
     pub fn push(&mut self, samples: &[f32]) {
-        let samples = match self.padding {
-            MelPadding::Whisper30s => {
-                &samples[..samples.len().min(N_SAMPLES_30S.saturating_sub(self.n_in))]
-            }
-            MelPadding::None => samples,
+        let samples = match self.padding.target_samples() {
+            Some(n) => &samples[..samples.len().min(n.saturating_sub(self.n_in))],
+            None => samples,
         };
         if samples.is_empty() {
             return;
@@ -303,10 +317,10 @@ impl LogMel {
 
     /// Ends the signal: returns its log-mel and resets for the next signal.
     pub fn finish(&mut self) -> MelSpectrogram {
-        if self.padding == MelPadding::Whisper30s && self.n_in < N_SAMPLES_30S {
+        if let Some(target) = self.padding.target_samples() {
             let zeros = vec![0.0f32; 16000];
-            while self.n_in < N_SAMPLES_30S {
-                let k = zeros.len().min(N_SAMPLES_30S - self.n_in);
+            while self.n_in < target {
+                let k = zeros.len().min(target - self.n_in);
                 self.push(&zeros[..k]);
             }
         }
@@ -534,6 +548,30 @@ mod tests {
         let b = whisper_mel(&x[..N_SAMPLES_30S], 80, MelPadding::Whisper30s).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.n_frames, N_FRAMES_30S);
+    }
+
+    #[test]
+    fn custom_window_pads_and_truncates() {
+        // A 6 s window (max_source_positions 300): 96 000 samples, 600 frames.
+        let n = 96_000;
+        let x: Vec<f32> = (0..n + 3000)
+            .map(|i| (i as f32 * 0.013).sin() * 0.2)
+            .collect();
+        let a = whisper_mel(&x, 80, MelPadding::Samples(n)).unwrap();
+        let b = whisper_mel(&x[..n], 80, MelPadding::None).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.n_frames, 600);
+        let short = whisper_mel(&x[..1000], 80, MelPadding::Samples(n)).unwrap();
+        let mut padded = x[..1000].to_vec();
+        padded.resize(n, 0.0);
+        assert_eq!(short, whisper_mel(&padded, 80, MelPadding::None).unwrap());
+        assert!(
+            LogMel::new(80, MelPadding::Samples(n))
+                .unwrap()
+                .padding
+                .target_samples()
+                == Some(n)
+        );
     }
 
     #[test]

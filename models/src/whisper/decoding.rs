@@ -1,4 +1,4 @@
-//! Decoding of one 30 s window per batch row, after openai-whisper's
+//! Decoding of one window (30 s for released models) per batch row, after openai-whisper's
 //! `decoding.py`: language detection, greedy / sampling / beam search,
 //! the suppress-tokens, suppress-blank and timestamp rules, no-speech
 //! probability, and the scores used by temperature fallback.
@@ -426,6 +426,8 @@ struct Filters {
     no_timestamps: u32,
     ts_begin: u32,
     max_initial: Option<u32>,
+    /// Last timestamp index inside the window (`max_source_positions`: 1500 = 30.00 s).
+    max_ts: usize,
 }
 
 impl Filters {
@@ -464,6 +466,7 @@ impl Filters {
             no_timestamps: tok.no_timestamps,
             ts_begin: tok.timestamp_begin,
             max_initial,
+            max_ts: w.model.config.max_source_positions,
         }
     }
 
@@ -485,6 +488,11 @@ impl Filters {
         let tb = self.ts_begin as usize;
         if let Some(l) = logits.get_mut(self.no_timestamps as usize) {
             *l = NEG;
+        }
+        // Timestamps past the window's end (a no-op for 30 s models, whose
+        // vocabulary ends at <|30.00|>).
+        if let Some(past) = logits.get_mut(tb + self.max_ts + 1..) {
+            past.fill(NEG);
         }
         let sampled = &seq[self.sample_begin.min(seq.len())..];
         let n = sampled.len();

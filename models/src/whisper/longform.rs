@@ -1,4 +1,5 @@
-//! Long-form transcription: sequential 30 s windows with seek by the last
+//! Long-form transcription: sequential windows (30 s for released models;
+//! `2 × max_source_positions` mel frames in general) with seek by the last
 //! timestamp (openai-whisper's `transcribe`), temperature fallback and
 //! no-speech skipping, for several streams at once (one batch row each).
 //!
@@ -12,8 +13,13 @@ use voxtok_codecs::mel::{LogMel, MelPadding};
 
 /// 16 kHz samples per mel frame.
 pub const HOP: usize = 160;
-/// Samples in one 30 s window.
+/// Samples in one 30 s window (released models; see [`window_samples`]).
 pub const WINDOW_SAMPLES: usize = 480_000;
+
+/// Samples in one window of `w`: `2 × max_source_positions` mel frames.
+pub fn window_samples(w: &Whisper) -> usize {
+    w.model.config.n_frames() * HOP
+}
 /// Audio shorter than this (seconds) gives an empty transcript.
 pub const MIN_DURATION_S: f64 = 0.1;
 
@@ -101,6 +107,8 @@ pub struct Stream {
     error: Option<String>,
     done: bool,
     tokens_decoded: usize,
+    /// Window length in samples (set from the model by the transcriber).
+    win: usize,
 }
 
 impl Stream {
@@ -116,6 +124,7 @@ impl Stream {
             error: None,
             done: false,
             tokens_decoded: 0,
+            win: WINDOW_SAMPLES,
         }
     }
 
@@ -151,7 +160,7 @@ impl Stream {
             self.buf.drain(..drop);
             self.buf_start += drop;
         }
-        while !self.eof && self.buf_start + self.buf.len() < start + WINDOW_SAMPLES {
+        while !self.eof && self.buf_start + self.buf.len() < start + self.win {
             match self.source.next_chunk() {
                 Ok(Some(c)) => {
                     let skip = start
@@ -182,10 +191,10 @@ impl Stream {
         let start = (self.seek * HOP)
             .saturating_sub(self.buf_start)
             .min(self.buf.len());
-        let end = (start + WINDOW_SAMPLES).min(self.buf.len());
+        let end = (start + self.win).min(self.buf.len());
         let frames = match self.content_frames() {
-            Some(total) => (total - self.seek).min(WINDOW_SAMPLES / HOP),
-            None => WINDOW_SAMPLES / HOP,
+            Some(total) => (total - self.seek).min(self.win / HOP),
+            None => self.win / HOP,
         };
         (&self.buf[start..end], frames)
     }
@@ -196,12 +205,15 @@ pub struct Transcriber<'a> {
     w: &'a Whisper,
     dec: Decoder<'a>,
     mel: LogMel,
+    /// Window length in samples (from the model's `max_source_positions`).
+    win: usize,
     pub opts: TranscribeOptions,
 }
 
 impl<'a> Transcriber<'a> {
     pub fn new(w: &'a Whisper, opts: TranscribeOptions) -> Result<Self> {
-        let mel = LogMel::new(w.n_mels(), MelPadding::Whisper30s)
+        let win = window_samples(w);
+        let mel = LogMel::new(w.n_mels(), MelPadding::Samples(win))
             .map_err(|e| WhisperError::Options(format!("log-mel front-end: {e}")))?;
         if opts.temperatures.is_empty() {
             return Err(WhisperError::Options(
@@ -212,6 +224,7 @@ impl<'a> Transcriber<'a> {
             w,
             dec: Decoder::new(w),
             mel,
+            win,
             opts,
         })
     }
@@ -226,7 +239,7 @@ impl<'a> Transcriber<'a> {
     /// Decodes one window of every unfinished stream; `false` when all are done.
     pub fn step(&mut self, streams: &mut [Stream]) -> Result<bool> {
         let n_mels = self.w.n_mels();
-        let n_frames = WINDOW_SAMPLES / HOP;
+        let n_frames = self.win / HOP;
         let t0 = std::time::Instant::now();
         let mut active = Vec::new();
         let mut mels: Vec<f32> = Vec::new();
@@ -235,6 +248,7 @@ impl<'a> Transcriber<'a> {
             if s.done {
                 continue;
             }
+            s.win = self.win;
             s.fill();
             if s.done {
                 continue;

@@ -181,3 +181,78 @@ fn beam_of_one_is_greedy_and_beam_scores_at_least_greedy_per_token() {
         );
     }
 }
+
+/// Max abs difference of two tensors of the same shape.
+fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+/// `tiny-6s/reference.safetensors` `features_voiced` as `[1, 80, 600]` f32.
+fn short_features() -> Tensor {
+    let q = reference_tensor("tiny-6s", "features_voiced");
+    ((q.to_dtype(candle_core::DType::F32).unwrap() - 128.0).unwrap() / 64.0)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap()
+}
+
+/// A model with `max_source_positions` 300 (600 mel frames, 6 s windows):
+/// encoder output and decoder logits within 1e-4, identical greedy ids.
+#[test]
+fn short_window_model_matches_transformers() {
+    let w = load("tiny-6s");
+    assert_eq!(w.model.config.n_frames(), 600);
+    assert_eq!(super::longform::window_samples(&w), 96_000);
+    let mel = short_features();
+    assert_eq!(mel.dims(), &[1, 80, 600]);
+    let audio = w.model.encode(&mel).unwrap();
+    let n = audio.dim(1).unwrap();
+    let idx = Tensor::new((0..n as u32).step_by(5).collect::<Vec<_>>(), audio.device()).unwrap();
+    let enc = audio.i(0).unwrap().index_select(&idx, 0).unwrap();
+    let err = max_abs(&enc, &reference_tensor("tiny-6s", "encoder_voiced"));
+    assert!(err <= 1e-4, "encoder max abs error {err} > 1e-4");
+    // A 30 s input is refused with a clear message.
+    let e = w
+        .model
+        .encode(&Tensor::zeros((1, 80, 3000), candle_core::DType::F32, audio.device()).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[80 × 600]"), "{e}");
+
+    // Decoder logits for the prompt + 6 ids, every position and vocabulary entry.
+    let ids = reference_tensor("tiny-6s", "decoder_ids_voiced")
+        .to_dtype(candle_core::DType::U32)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let dec = &w.model.decoder;
+    let mut cache = dec.new_cache(1).unwrap();
+    dec.start(&mut cache, &audio).unwrap();
+    let h = dec.forward(&ids, &mut cache).unwrap();
+    let logits = dec.logits(&h).unwrap().i(0).unwrap();
+    let err = max_abs(&logits, &reference_tensor("tiny-6s", "logits_voiced"));
+    assert!(err <= 1e-4, "decoder logits max abs error {err} > 1e-4");
+
+    let r = reference_json("tiny-6s");
+    let refs = &r["features"]["voiced"];
+    let mut d = Decoder::new(&w);
+    for mode in ["plain", "suppress", "timestamps"] {
+        let res = d
+            .decode(&audio, &[english(&w)], &mode_options(mode, 24), 0.0)
+            .unwrap();
+        let (want, _) = expected(&refs[mode], w.tokenizer.eot);
+        assert_eq!(res[0].tokens, want, "tiny-6s/{mode}: greedy ids differ");
+    }
+    let res = d
+        .decode(&audio, &[english(&w)], &mode_options("plain", 1), 0.0)
+        .unwrap();
+    let ns = refs["no_speech_prob"].as_f64().unwrap();
+    assert!((res[0].no_speech_prob - ns).abs() <= 1e-4);
+}
