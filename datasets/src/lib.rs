@@ -5,3 +5,5 @@ pub mod asterisk;
 pub mod english;
 pub mod latex_norm;
 pub mod metrics;
+pub mod s2l;
+pub mod s2l_manifest;
