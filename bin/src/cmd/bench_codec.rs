@@ -12,7 +12,7 @@ use crate::{exit::Exit, Global};
 use anyhow::{bail, Context};
 use std::path::PathBuf;
 use std::time::Instant;
-use voxtok_models::codec::{self, CodecKind, LoadOptions};
+use voxtok_models::codec::{self, AudioTokenizer, CodecKind, LoadOptions};
 use voxtok_models::runtime::{parse_device, parse_dtype, ModelDir};
 use voxtok_models::whisper::decoding::Suppress;
 use voxtok_models::whisper::longform::{InMemory, Stream, Transcriber};
@@ -23,7 +23,7 @@ pub struct Args {
     /// Audio files or directories (searched recursively).
     #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
     pub dataset: Vec<String>,
-    /// encodec, dac or ssl (ssl: encode only, no quality metrics).
+    /// encodec, dac, mimi or ssl (ssl: encode only, no quality metrics).
     #[arg(long)]
     pub codec: String,
     /// Model directory (Hugging Face layout).
@@ -52,7 +52,7 @@ pub struct Args {
     /// Write an SVG plot of SI-SDR against bitrate here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
-    /// EnCodec: also time incremental (streaming) encoding in chunks of this
+    /// EnCodec, Mimi: also time incremental (streaming) encoding in chunks of this
     /// many milliseconds, and check its codes equal whole-file encoding.
     #[arg(long, value_name = "MS")]
     pub stream_chunk_ms: Option<f64>,
@@ -99,10 +99,11 @@ fn to_16k(x: &[f32], rate: u32) -> anyhow::Result<Vec<f32>> {
     )?)
 }
 
-/// Streaming EnCodec encode of every file in `chunk` samples: (x real time
-/// of the fastest pass, codes identical to whole-file encoding).
-fn stream_bench(
-    model: &voxtok_models::codec::encodec::Encodec,
+/// Streaming (EnCodec or Mimi) encode of every file in `chunk` samples:
+/// (x real time of the fastest pass, codes identical to whole-file encoding).
+fn stream_bench<'m>(
+    model: &dyn AudioTokenizer,
+    open: &dyn Fn(usize) -> voxtok_models::codec::Result<Box<dyn codec::CodeStream + 'm>>,
     audio: &[(String, Vec<f32>)],
     k: usize,
     chunk: usize,
@@ -115,7 +116,7 @@ fn stream_bench(
         let mut secs = 0f64;
         for (name, x) in audio {
             let t0 = Instant::now();
-            let mut st = model.stream(k)?;
+            let mut st = open(k)?;
             let mut rows: Vec<Vec<u32>> = vec![Vec::new(); k];
             let mut add = |c: codec::Codes| {
                 for (i, r) in rows.iter_mut().enumerate() {
@@ -376,14 +377,38 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
     progress.finish_and_clear();
     let mut streaming = Vec::new();
     if let Some(ms) = args.stream_chunk_ms {
-        if kind != CodecKind::Encodec {
-            bail!("--stream-chunk-ms: streaming encode is implemented for encodec only");
-        }
-        let model = voxtok_models::codec::encodec::Encodec::load(&dir, &device)?;
         let chunk = (ms / 1000.0 * info.sample_rate as f64).round() as usize;
+        type Open<'a> = Box<dyn Fn(usize) -> codec::Result<Box<dyn codec::CodeStream + 'a>> + 'a>;
+        let (enc, mimi);
+        let (model, open): (&dyn AudioTokenizer, Open) = match kind {
+            CodecKind::Encodec => {
+                enc = voxtok_models::codec::encodec::Encodec::load(&dir, &device)?;
+                let m = &enc;
+                (
+                    m,
+                    Box::new(move |k| Ok(Box::new(m.stream(k)?) as Box<dyn codec::CodeStream>)),
+                )
+            }
+            CodecKind::Mimi => {
+                mimi = voxtok_models::codec::mimi::Mimi::load(&dir, &device)?;
+                let m = &mimi;
+                (
+                    m,
+                    Box::new(move |k| Ok(Box::new(m.stream(k)?) as Box<dyn codec::CodeStream>)),
+                )
+            }
+            _ => bail!("--stream-chunk-ms: streaming encode is implemented for encodec and mimi"),
+        };
         for &k in &settings {
-            let (xrt, same) =
-                stream_bench(&model, &audio, k, chunk, args.repeat, info.sample_rate)?;
+            let (xrt, same) = stream_bench(
+                model,
+                &*open,
+                &audio,
+                k,
+                chunk,
+                args.repeat,
+                info.sample_rate,
+            )?;
             streaming.push(serde_json::json!({
                 "codebooks": k, "chunk_ms": ms, "encode_xrt": xrt, "identical_to_whole_file": same,
             }));

@@ -14,8 +14,8 @@ use voxtok_pipeline::inputs::Input;
 /// Model selection shared by both commands.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Tokenizer family: encodec, dac, ssl (HuBERT / wav2vec2 / WavLM features +
-    /// k-means; no decoder), mimi (not built yet).
+    /// Tokenizer family: encodec, dac, mimi, ssl (HuBERT / wav2vec2 / WavLM
+    /// features + k-means; no decoder).
     #[arg(long, value_name = "encodec|dac|mimi|ssl")]
     pub codec: String,
     /// Hugging Face-layout model directory (config.json + *.safetensors),

@@ -147,6 +147,34 @@ pub trait AudioTokenizer: Send + Sync {
     fn device(&self) -> &Device;
 }
 
+/// An incremental encoder ([`encodec::EncodecStream`], [`mimi::MimiStream`]):
+/// push mono audio, get the code frames that are final; `finish` flushes
+/// the tail. The concatenated frames equal whole-file encoding.
+pub trait CodeStream {
+    /// Feeds samples; returns the newly final frames (possibly none).
+    fn push(&mut self, samples: &[f32]) -> Result<Codes>;
+    /// Flushes the end of the stream.
+    fn finish(self: Box<Self>) -> Result<Codes>;
+}
+
+impl CodeStream for encodec::EncodecStream<'_> {
+    fn push(&mut self, samples: &[f32]) -> Result<Codes> {
+        encodec::EncodecStream::push(self, samples)
+    }
+    fn finish(self: Box<Self>) -> Result<Codes> {
+        encodec::EncodecStream::finish(*self)
+    }
+}
+
+impl CodeStream for mimi::MimiStream<'_> {
+    fn push(&mut self, samples: &[f32]) -> Result<Codes> {
+        mimi::MimiStream::push(self, samples)
+    }
+    fn finish(self: Box<Self>) -> Result<Codes> {
+        mimi::MimiStream::finish(*self)
+    }
+}
+
 /// Codes of one input: `ids` is row-major `[codebooks × frames]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Codes {
