@@ -189,11 +189,9 @@ pub fn open_source(a: &Args, rate: u32) -> anyhow::Result<Box<dyn LiveSource>> {
 
 #[cfg(feature = "mic")]
 fn open_mic(a: &Args, rate: u32) -> anyhow::Result<Box<dyn LiveSource>> {
-    Ok(Box::new(super::stream_mic::MicSource::open(
-        a.input_device.as_deref(),
-        rate,
-        a.chunk_ms,
-    )?))
+    let mic = super::stream_mic::MicSource::open(a.input_device.as_deref(), rate, a.chunk_ms)
+        .map_err(|e| anyhow::anyhow!("cannot record from the microphone: {e}"))?;
+    Ok(Box::new(mic))
 }
 
 #[cfg(not(feature = "mic"))]
@@ -573,7 +571,13 @@ impl<'a> Engine<'a> {
 
     fn final_line(&mut self, c: &Confirmed, reason: &str) {
         self.emitted = true;
-        let printed = self.out.final_line(c, reason, self.latency_ref(c.end_s()));
+        // Latency only means something when audio arrives in real time.
+        let since = if self.live {
+            self.latency_ref(c.end_s())
+        } else {
+            None
+        };
+        let printed = self.out.final_line(c, reason, since);
         if let Some(l) = printed {
             self.latencies.push(l);
         }
