@@ -251,7 +251,7 @@ impl LiveSource for PcmReader {
             };
             if n == 0 {
                 self.eof = true;
-                if self.filled % frame != 0 {
+                if !self.filled.is_multiple_of(frame) {
                     return Err(CodecError::Truncated {
                         path: PathBuf::from(&self.name),
                         decoded: self.total / frame as u64,

@@ -232,7 +232,7 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
     if args.codec.is_some() {
         return super::stream_codes::run(&args, g);
     }
-    if !(args.step > 0.0) {
+    if args.step.is_nan() || args.step <= 0.0 {
         bail!("--step must be > 0");
     }
     let opts = options(&args)?;

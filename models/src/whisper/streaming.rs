@@ -127,6 +127,9 @@ pub fn skip_confirmed(confirmed: &[String], hyp: &[String]) -> usize {
         .unwrap_or(0)
 }
 
+/// Where a segment ends: the number of words up to its end, and its end time (s).
+pub type SegmentEnd = (usize, f64);
+
 /// Words of a transcript with absolute times (`offset` seconds added; times
 /// clamped to the buffer's `duration`), and for each segment the number of
 /// words up to its end together with its end time.
@@ -134,7 +137,7 @@ pub fn transcript_words(
     t: &Transcript,
     offset: f64,
     duration: f64,
-) -> (Vec<Word>, Vec<(usize, f64)>) {
+) -> (Vec<Word>, Vec<SegmentEnd>) {
     let mut words = Vec::new();
     let mut segs = Vec::new();
     for s in &t.segments {
@@ -246,7 +249,7 @@ impl<'a> OnlineWhisper<'a> {
     }
 
     /// Decodes the buffer: its words and segment ends (absolute times).
-    fn hypothesis(&mut self) -> Result<(Vec<Word>, Vec<(usize, f64)>)> {
+    fn hypothesis(&mut self) -> Result<(Vec<Word>, Vec<SegmentEnd>)> {
         let t0 = Instant::now();
         let mut s = [Stream::new(Box::new(InMemory::new(self.buf.clone())))];
         self.tr.run(&mut s)?;
