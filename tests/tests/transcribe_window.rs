@@ -24,6 +24,8 @@ const PLAIN: &[&str] = &[
     "--suppress-tokens",
     "none",
     "--no-suppress-blank",
+    "--condition-on-previous-text",
+    "false",
     "--max-new-tokens",
     "24",
 ];
@@ -147,4 +149,115 @@ fn six_second_model_short_file_and_timestamps() {
         }
     }
     assert!(segs.last().unwrap()["end"].as_f64().unwrap() > 6.0, "{out}");
+}
+
+/// `--initial-prompt`: the first window is decoded after `<|startofprev|>`
+/// + the prompt, with ids identical to transformers on the same sequence.
+#[test]
+fn initial_prompt_matches_transformers() {
+    let r = reference();
+    let pr = &r["prompt"];
+    let (f, m) = (path("audio/voiced.wav"), path("tiny-6s"));
+    let text = pr["text"].as_str().unwrap();
+    let mut args = vec!["transcribe", &f, "--model", &m, "--format", "json"];
+    args.extend_from_slice(PLAIN);
+    args.extend_from_slice(&["--initial-prompt", text]);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let got: Vec<u64> = v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| ids(&s["tokens"]))
+        .collect();
+    let want: Vec<u64> = ids(&pr["wav_plain"])
+        .into_iter()
+        .filter(|&t| t != EOT)
+        .collect();
+    assert_eq!(got, want, "prompted ids differ from transformers");
+    let unprompted: Vec<u64> = ids(&r["wav"]["voiced"]["plain"]).into_iter().collect();
+    assert_ne!(got, unprompted, "the prompt changed nothing");
+}
+
+/// Conditioning on previous text changes later windows only; with
+/// `--condition-on-previous-text false` every window equals transformers.
+#[test]
+fn condition_on_previous_text_changes_later_windows() {
+    let r = reference();
+    let (f, m) = (path("audio/long.wav"), path("tiny-6s"));
+    let plain: Vec<&str> = PLAIN
+        .iter()
+        .copied()
+        .filter(|a| *a != "--condition-on-previous-text" && *a != "false")
+        .collect();
+    let mut args = vec!["transcribe", &f, "--model", &m, "--format", "json"];
+    args.extend_from_slice(&plain);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let segs = v["segments"].as_array().unwrap();
+    let wins = r["long_windows"].as_array().unwrap();
+    // Window 0 has no previous text: identical to transformers.
+    let w0: Vec<u64> = ids(&wins[0]["plain"])
+        .into_iter()
+        .filter(|&t| t != EOT)
+        .collect();
+    assert_eq!(ids(&segs[0]["tokens"]), w0);
+    let later: Vec<Vec<u64>> = segs[1..].iter().map(|s| ids(&s["tokens"])).collect();
+    let unconditioned: Vec<Vec<u64>> = wins[1..]
+        .iter()
+        .map(|w| ids(&w["plain"]).into_iter().filter(|&t| t != EOT).collect())
+        .collect();
+    assert_ne!(later, unconditioned, "previous text changed nothing");
+}
+
+/// `--word-timestamps`: JSON segments carry words whose text joins into the
+/// segment text, with times ordered inside the segment.
+#[test]
+fn word_timestamps_in_json() {
+    let (f, m) = (path("audio/long.wav"), path("tiny-6s"));
+    let (code, out, err) = run(&[
+        "transcribe",
+        &f,
+        "--model",
+        &m,
+        "--format",
+        "json",
+        "--language",
+        "en",
+        "--no-speech-threshold",
+        "none",
+        "--max-new-tokens",
+        "30",
+        "--word-timestamps",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let segs = v["segments"].as_array().unwrap();
+    assert!(!segs.is_empty(), "{out}");
+    let mut n = 0;
+    for s in segs {
+        let words = s["words"].as_array().expect("words");
+        let joined: String = words.iter().map(|w| w["word"].as_str().unwrap()).collect();
+        assert_eq!(joined.trim(), s["text"].as_str().unwrap(), "{s}");
+        for w in words {
+            let (a, b) = (w["start"].as_f64().unwrap(), w["end"].as_f64().unwrap());
+            assert!(a <= b && a >= 0.0 && b <= 13.0 + 6.0, "{w}");
+            let p = w["probability"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&p), "{w}");
+            n += 1;
+        }
+    }
+    assert!(n > 0);
+    // Without the flag there are no words; with --without-timestamps it is a usage error.
+    let (code, _, err) = run(&[
+        "transcribe",
+        &f,
+        "--model",
+        &m,
+        "--word-timestamps",
+        "--without-timestamps",
+    ]);
+    assert_eq!(code, 2, "{err}");
 }

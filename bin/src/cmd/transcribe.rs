@@ -113,6 +113,15 @@ pub struct Args {
     /// data/models/silero-vad/silero_vad_16k.safetensors from scripts/setup.sh.
     #[arg(long)]
     pub vad_model: Option<PathBuf>,
+    /// Text given to the first window as previous text (openai-whisper's --initial_prompt).
+    #[arg(long)]
+    pub initial_prompt: Option<String>,
+    /// Prompt each window with the text so far (reset after a window decoded above temperature 0.5).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub condition_on_previous_text: bool,
+    /// Word-level timestamps (cross-attention + DTW): JSON segments get `words`.
+    #[arg(long)]
+    pub word_timestamps: bool,
 }
 
 fn opt_f64(name: &str, v: &str) -> anyhow::Result<Option<f64>> {
@@ -154,6 +163,12 @@ pub fn options(a: &Args) -> anyhow::Result<TranscribeOptions> {
     d.suppress_blank = !a.no_suppress_blank;
     d.without_timestamps = a.without_timestamps;
     d.sample_len = a.max_new_tokens;
+    d.initial_prompt = a.initial_prompt.clone();
+    d.condition_on_previous_text = a.condition_on_previous_text;
+    d.word_timestamps = a.word_timestamps;
+    if a.word_timestamps && a.without_timestamps {
+        bail!("--word-timestamps needs timestamp tokens: drop --without-timestamps");
+    }
     let start = a.temperature.unwrap_or(0.0);
     let inc = match (a.temperature, a.temperature_increment_on_fallback) {
         (_, Some(i)) => Some(i),
@@ -271,6 +286,8 @@ impl SampleSource for FileSource {
 struct Outcome {
     path: String,
     result: Result<Transcript, String>,
+    /// Words of each segment (`--word-timestamps`; otherwise empty lists).
+    words: Vec<Vec<voxtok_models::whisper::timing::Word>>,
 }
 
 /// Loads `--model` (or the default whisper-tiny.en) on `--device` as
@@ -346,6 +363,7 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
                     done[next] = Some(Outcome {
                         path: inputs[next].clone(),
                         result: Err(e),
+                        words: Vec::new(),
                     })
                 }
             }
@@ -362,13 +380,21 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
         for (i, s) in idx.into_iter().zip(streams) {
             if s.is_done() {
                 tokens += s.tokens_decoded();
-                let mut result = s.into_result();
+                let (mut result, mut words) = match s.into_result_with_words() {
+                    Ok((t, w)) => (Ok(t), w),
+                    Err(e) => (Err(e), Vec::new()),
+                };
                 if let (Ok(t), Some(map)) = (&mut result, time_maps.remove(&i)) {
                     map.apply(t);
+                    for w in words.iter_mut().flatten() {
+                        w.start = map.to_original(w.start);
+                        w.end = map.to_original(w.end);
+                    }
                 }
                 done[i] = Some(Outcome {
                     path: inputs[i].clone(),
                     result,
+                    words,
                 });
             } else {
                 slots.push((i, s));
@@ -411,6 +437,8 @@ struct OutputWriter {
     dir: Option<PathBuf>,
     many: bool,
     model: String,
+    /// `--word-timestamps`: segments carry `words`.
+    words: bool,
     json_items: Vec<serde_json::Value>,
 }
 
@@ -438,6 +466,7 @@ impl OutputWriter {
             dir,
             many: n > 1,
             model: model.to_string(),
+            words: a.word_timestamps,
             json_items: Vec::new(),
         })
     }
@@ -448,11 +477,20 @@ impl OutputWriter {
                 "path": o.path,
                 "text": t.text.trim(),
                 "language": t.language,
-                "segments": t.segments.iter().map(|s| json!({
-                    "start": round3(s.start), "end": round3(s.end), "text": s.text.trim(), "tokens": s.tokens,
-                    "avg_logprob": s.avg_logprob, "no_speech_prob": s.no_speech_prob,
-                    "temperature": s.temperature, "compression_ratio": s.compression_ratio,
-                })).collect::<Vec<_>>(),
+                "segments": t.segments.iter().enumerate().map(|(k, s)| {
+                    let mut v = json!({
+                        "start": round3(s.start), "end": round3(s.end), "text": s.text.trim(), "tokens": s.tokens,
+                        "avg_logprob": s.avg_logprob, "no_speech_prob": s.no_speech_prob,
+                        "temperature": s.temperature, "compression_ratio": s.compression_ratio,
+                    });
+                    if let Some(ws) = o.words.get(k).filter(|_| self.words) {
+                        v["words"] = ws.iter().map(|w| json!({
+                            "word": w.word, "start": round3(w.start), "end": round3(w.end),
+                            "probability": w.probability,
+                        })).collect();
+                    }
+                    v
+                }).collect::<Vec<_>>(),
                 "duration_s": t.duration_s,
                 "model": self.model,
                 "error": null,

@@ -116,6 +116,11 @@ pub struct GenerationConfig {
     pub is_multilingual: Option<bool>,
     #[serde(default)]
     pub max_initial_timestamp_index: Option<u32>,
+    /// Cross-attention `[layer, head]` pairs that align tokens with audio
+    /// (word timestamps); openai's default when absent: every head of the
+    /// last half of the decoder layers.
+    #[serde(default)]
+    pub alignment_heads: Option<Vec<[usize; 2]>>,
 }
 
 impl GenerationConfig {

@@ -51,6 +51,14 @@ pub struct DecodeOptions {
     pub sample_len: usize,
     /// Seed of the sampler used at temperature > 0.
     pub seed: u64,
+    /// Long-form (openai `transcribe`): text given as the previous-text
+    /// prompt of the first window.
+    pub initial_prompt: Option<String>,
+    /// Long-form: prompt each window with the text so far (reset after a
+    /// window whose final temperature was above 0.5).
+    pub condition_on_previous_text: bool,
+    /// Long-form: word-level timestamps (see [`super::timing`]).
+    pub word_timestamps: bool,
 }
 
 impl Default for DecodeOptions {
@@ -68,6 +76,9 @@ impl Default for DecodeOptions {
             max_initial_timestamp: Some(1.0),
             sample_len: 224,
             seed: 0,
+            initial_prompt: None,
+            condition_on_previous_text: true,
+            word_timestamps: false,
         }
     }
 }
@@ -80,6 +91,7 @@ impl DecodeOptions {
             suppress_blank: false,
             without_timestamps: true,
             max_initial_timestamp: None,
+            condition_on_previous_text: false,
             ..Self::default()
         }
     }
@@ -174,13 +186,86 @@ impl<'a> Decoder<'a> {
         opts: &DecodeOptions,
         temperature: f64,
     ) -> Result<Vec<DecodingResult>> {
-        let tok = self.tok();
+        self.decode_with_prompts(audio, languages, &[], opts, temperature)
+    }
+
+    /// The decoder prefix for previous-text `prompt` tokens: openai-whisper's
+    /// `<|startofprev|>` + the last `n_ctx / 2 - 1` (223) tokens; empty for none.
+    pub fn prompt_prefix(&self, prompt: &[u32]) -> Result<Vec<u32>> {
+        if prompt.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prev = self.tok().sot_prev.ok_or_else(|| {
+            WhisperError::Options("this model has no <|startofprev|> token for prompts".into())
+        })?;
+        let keep = (self.w.model.decoder.max_len() / 2).saturating_sub(1);
+        let mut p = vec![prev];
+        p.extend_from_slice(&prompt[prompt.len().saturating_sub(keep)..]);
+        Ok(p)
+    }
+
+    /// Like [`Decoder::decode`], with previous-text tokens per row (`prompts`
+    /// empty, or one list per row; an empty list is no prompt), as
+    /// openai-whisper's `DecodingOptions.prompt`. Rows whose prefixes differ
+    /// in length are decoded in separate groups (exact, no padding).
+    pub fn decode_with_prompts(
+        &mut self,
+        audio: &Tensor,
+        languages: &[u32],
+        prompts: &[Vec<u32>],
+        opts: &DecodeOptions,
+        temperature: f64,
+    ) -> Result<Vec<DecodingResult>> {
         let n_audio = audio.dim(0)?;
-        if languages.len() != n_audio {
+        if languages.len() != n_audio || !(prompts.is_empty() || prompts.len() == n_audio) {
             return Err(WhisperError::Options(
-                "one language per audio row is needed".into(),
+                "one language (and prompt) per audio row is needed".into(),
             ));
         }
+        let prefixes: Vec<Vec<u32>> = (0..n_audio)
+            .map(|r| self.prompt_prefix(prompts.get(r).map_or(&[][..], |p| p)))
+            .collect::<Result<_>>()?;
+        let mut lens: Vec<usize> = prefixes.iter().map(Vec::len).collect();
+        lens.sort_unstable();
+        lens.dedup();
+        if lens.len() <= 1 {
+            return self.decode_group(audio, languages, &prefixes, opts, temperature);
+        }
+        let mut out: Vec<Option<DecodingResult>> = vec![None; n_audio];
+        for len in lens {
+            let rows: Vec<usize> = (0..n_audio).filter(|&r| prefixes[r].len() == len).collect();
+            let idx = Tensor::new(
+                rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+                audio.device(),
+            )?;
+            let sub = audio.index_select(&idx, 0)?;
+            let l: Vec<u32> = rows.iter().map(|&r| languages[r]).collect();
+            let p: Vec<Vec<u32>> = rows.iter().map(|&r| prefixes[r].clone()).collect();
+            for (&r, res) in rows
+                .iter()
+                .zip(self.decode_group(&sub, &l, &p, opts, temperature)?)
+            {
+                out[r] = Some(res);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.expect("every row decoded"))
+            .collect())
+    }
+
+    /// Decodes rows whose decoder prefixes (`<|startofprev|>` ...) have one length.
+    fn decode_group(
+        &mut self,
+        audio: &Tensor,
+        languages: &[u32],
+        prefixes: &[Vec<u32>],
+        opts: &DecodeOptions,
+        temperature: f64,
+    ) -> Result<Vec<DecodingResult>> {
+        let tok = self.tok();
+        let n_audio = audio.dim(0)?;
+        let sot_index = prefixes.first().map_or(0, Vec::len);
         let beam = opts.beam_size.filter(|&b| b > 1 && temperature == 0.0);
         let group = match beam {
             Some(b) => b,
@@ -189,7 +274,12 @@ impl<'a> Decoder<'a> {
         };
         let prompts: Vec<Vec<u32>> = languages
             .iter()
-            .map(|&l| tok.prompt(Some(l), opts.task, !opts.without_timestamps))
+            .zip(prefixes)
+            .map(|(&l, pre)| {
+                let mut p = pre.clone();
+                p.extend(tok.prompt(Some(l), opts.task, !opts.without_timestamps));
+                p
+            })
             .collect();
         let plen = prompts[0].len();
         let max_new = opts
@@ -215,7 +305,7 @@ impl<'a> Decoder<'a> {
         // No-speech probability from the logits at <|startoftranscript|>.
         let no_speech: Vec<f64> = match tok.no_speech {
             Some(ns) => {
-                let first = dec.logits(&h.narrow(1, 0, 1)?)?.squeeze(1)?;
+                let first = dec.logits(&h.narrow(1, sot_index, 1)?)?.squeeze(1)?;
                 let p = candle_nn::ops::softmax_last_dim(&first)?;
                 let p: Vec<f32> = p
                     .narrow(D::Minus1, ns as usize, 1)?

@@ -7,6 +7,7 @@
 //! plus one decoder chunk; features are computed per window.
 
 use super::decoding::{DecodeOptions, Decoder, DecodingResult};
+use super::timing::{self, TimedSegment, Word};
 use super::{Result, Whisper, WhisperError};
 use candle_core::Tensor;
 use voxtok_codecs::mel::{LogMel, MelPadding};
@@ -109,6 +110,13 @@ pub struct Stream {
     tokens_decoded: usize,
     /// Window length in samples (set from the model by the transcriber).
     win: usize,
+    /// Previous-text prompt (openai `all_tokens[prompt_reset_since:]`, tail only).
+    prompt: Vec<u32>,
+    prompt_started: bool,
+    /// End of the last word (word timestamps).
+    last_speech: f64,
+    /// Words of each segment (empty without word timestamps).
+    words: Vec<Vec<Word>>,
 }
 
 impl Stream {
@@ -125,6 +133,10 @@ impl Stream {
             done: false,
             tokens_decoded: 0,
             win: WINDOW_SAMPLES,
+            prompt: Vec::new(),
+            prompt_started: false,
+            last_speech: 0.0,
+            words: Vec::new(),
         }
     }
 
@@ -142,6 +154,17 @@ impl Stream {
         match self.error {
             Some(e) => Err(e),
             None => Ok(self.transcript),
+        }
+    }
+
+    /// The transcript with the words of each segment (empty lists without
+    /// word timestamps), or the error that stopped this stream.
+    pub fn into_result_with_words(
+        self,
+    ) -> std::result::Result<(Transcript, Vec<Vec<Word>>), String> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok((self.transcript, self.words)),
         }
     }
 
@@ -301,14 +324,28 @@ impl<'a> Transcriber<'a> {
             .map(|&i| given.or(streams[i].language).unwrap_or(tok.sot + 1))
             .collect();
 
-        // Temperature fallback, re-decoding only the rows that need it.
+        // Previous-text prompts (the initial prompt before the first window).
         let o = &self.opts;
+        let mut prompts = Vec::with_capacity(active.len());
+        for &i in &active {
+            let s = &mut streams[i];
+            if !s.prompt_started {
+                s.prompt_started = true;
+                if let Some(p) = &o.decode.initial_prompt {
+                    s.prompt = tok.encode(&format!(" {}", p.trim()))?;
+                }
+            }
+            prompts.push(s.prompt.clone());
+        }
+
+        // Temperature fallback, re-decoding only the rows that need it.
         let mut results: Vec<Option<DecodingResult>> = vec![None; active.len()];
         let mut pending: Vec<usize> = (0..active.len()).collect();
         for (ti, &t) in o.temperatures.iter().enumerate() {
             let rows = select_rows(&audio, &pending)?;
             let l: Vec<u32> = pending.iter().map(|&r| langs[r]).collect();
-            let res = self.dec.decode(&rows, &l, &o.decode, t)?;
+            let p: Vec<Vec<u32>> = pending.iter().map(|&r| prompts[r].clone()).collect();
+            let res = self.dec.decode_with_prompts(&rows, &l, &p, &o.decode, t)?;
             let last = ti + 1 == o.temperatures.len();
             let mut still = Vec::new();
             for (&r, res) in pending.iter().zip(res) {
@@ -332,7 +369,8 @@ impl<'a> Transcriber<'a> {
         );
         for (r, &i) in active.iter().enumerate() {
             let res = results[r].take().expect("every row decoded");
-            accept(self.w, o, &mut streams[i], res, sizes[r]);
+            let row = audio.narrow(0, r, 1)?;
+            accept(self.w, o, &mut streams[i], res, sizes[r], (&row, langs[r]))?;
         }
         Ok(true)
     }
@@ -368,8 +406,16 @@ fn needs_fallback(o: &TranscribeOptions, r: &DecodingResult) -> bool {
     f
 }
 
-/// Turns one window's result into segments and moves the stream's seek.
-fn accept(w: &Whisper, o: &TranscribeOptions, s: &mut Stream, r: DecodingResult, size: usize) {
+/// Turns one window's result into segments (and words) and moves the
+/// stream's seek; `row` is the window's encoder output and language token.
+fn accept(
+    w: &Whisper,
+    o: &TranscribeOptions,
+    s: &mut Stream,
+    r: DecodingResult,
+    size: usize,
+    row: (&Tensor, u32),
+) -> Result<()> {
     let tok = &w.tokenizer;
     if s.transcript.language.is_empty() {
         s.transcript.language = r.language.clone();
@@ -381,10 +427,11 @@ fn accept(w: &Whisper, o: &TranscribeOptions, s: &mut Stream, r: DecodingResult,
         }
         if skip {
             s.seek += size;
-            return;
+            return Ok(());
         }
     }
     s.tokens_decoded += r.tokens.len();
+    let window_start = s.seek;
     let offset = s.seek as f64 * HOP as f64 / 16000.0;
     let tokens = &r.tokens;
     let is_ts: Vec<bool> = tokens.iter().map(|&t| tok.is_timestamp(t)).collect();
@@ -426,11 +473,53 @@ fn accept(w: &Whisper, o: &TranscribeOptions, s: &mut Stream, r: DecodingResult,
         segs.push((offset, offset + duration, tokens.clone()));
         s.seek += size;
     }
-    for (start, end, toks) in segs {
+    let mut words: Vec<Vec<Word>> = vec![Vec::new(); segs.len()];
+    if o.decode.word_timestamps && !segs.is_empty() {
+        let (audio, lang) = row;
+        let sot_seq = tok.prompt(Some(lang), o.decode.task, true);
+        let text: Vec<u32> = segs
+            .iter()
+            .flat_map(|x| x.2.iter().copied().filter(|&t| t < tok.eot))
+            .collect();
+        let al = timing::find_alignment(w, audio, &sot_seq, &text, size, &r.language)?;
+        let mut ts: Vec<TimedSegment> = segs
+            .iter()
+            .map(|(a, b, t)| TimedSegment {
+                start: *a,
+                end: *b,
+                tokens: t.clone(),
+                words: Vec::new(),
+            })
+            .collect();
+        let mut last_speech = s.last_speech;
+        timing::add_word_timestamps(&mut ts, al, offset, &mut last_speech, tok.eot);
+        // openai `get_end`: the last word's end, else the last segment's end.
+        let end = ts
+            .iter()
+            .rev()
+            .find_map(|t| t.words.last().map(|w| w.end))
+            .or(ts.last().map(|t| t.end));
+        if !single_ending {
+            if let Some(e) = end.filter(|&e| e > offset) {
+                s.seek = ((e * 100.0).round_ties_even() as usize).max(window_start + 1);
+            }
+        }
+        if let Some(e) = end {
+            s.last_speech = e;
+        }
+        for (k, t) in ts.into_iter().enumerate() {
+            segs[k].0 = t.start;
+            segs[k].1 = t.end;
+            words[k] = t.words;
+        }
+    }
+    for ((start, end, toks), seg_words) in segs.into_iter().zip(words) {
         let text = tok.decode(&toks).unwrap_or_default();
         if start == end || text.trim().is_empty() {
             continue;
         }
+        s.prompt.extend_from_slice(&toks);
+        s.words.push(seg_words);
         s.transcript.segments.push(Segment {
             start,
             end,
@@ -443,4 +532,10 @@ fn accept(w: &Whisper, o: &TranscribeOptions, s: &mut Stream, r: DecodingResult,
         });
         s.transcript.text.push_str(&text);
     }
+    if !o.decode.condition_on_previous_text || r.temperature > 0.5 {
+        s.prompt.clear();
+    } else if s.prompt.len() > 448 {
+        s.prompt.drain(..s.prompt.len() - 448);
+    }
+    Ok(())
 }

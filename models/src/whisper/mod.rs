@@ -8,6 +8,7 @@
 //! - [`decoding`]: greedy / beam search, suppression and timestamp rules,
 //!   temperature fallback, no-speech detection (one 30 s window)
 //! - [`longform`]: sequential 30 s windows with seek by the last timestamp
+//! - [`timing`]: word-level timestamps (cross-attention + DTW, openai's `timing.py`)
 //! - [`streaming`]: re-decoding a growing buffer, LocalAgreement-2 confirmation
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod languages;
 pub mod longform;
 pub mod model;
 pub mod streaming;
+pub mod timing;
 pub mod tokenizer;
 
 pub use config::{GenerationConfig, PreprocessorConfig, WhisperConfig};

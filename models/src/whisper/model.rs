@@ -319,6 +319,32 @@ impl Decoder {
     /// Runs `tokens` (`[batch, t]`, u32) after the cached positions and
     /// returns the final hidden states `[batch, t, d]`.
     pub fn forward(&self, tokens: &Tensor, cache: &mut DecoderCache) -> Result<Tensor> {
+        Ok(self.run(tokens, cache, &[])?.0)
+    }
+
+    /// Like [`Decoder::forward`], also returning the cross-attention scores
+    /// (`q·kᵀ/√d` before the softmax, `[batch, heads, t, frames]`) of the
+    /// layers flagged in `want` (word timestamps' alignment heads).
+    pub fn forward_with_cross_scores(
+        &self,
+        tokens: &Tensor,
+        cache: &mut DecoderCache,
+        want: &[bool],
+    ) -> Result<(Tensor, Vec<Option<Tensor>>)> {
+        self.run(tokens, cache, want)
+    }
+
+    /// Number of decoder layers and heads.
+    pub fn layers_heads(&self) -> (usize, usize) {
+        (self.layers.len(), self.heads)
+    }
+
+    fn run(
+        &self,
+        tokens: &Tensor,
+        cache: &mut DecoderCache,
+        want: &[bool],
+    ) -> Result<(Tensor, Vec<Option<Tensor>>)> {
         let (_, t) = tokens.dims2()?;
         let past = cache.len();
         if past + t > self.max_len() {
@@ -335,6 +361,7 @@ impl Decoder {
         } else {
             None
         };
+        let mut scores = vec![None; self.layers.len()];
         for (i, l) in self.layers.iter().enumerate() {
             let h = l.attn_ln.forward(&x)?;
             let (k, v) = l.attn.kv(&h)?;
@@ -343,10 +370,14 @@ impl Decoder {
             x = (x + l.attn.attend(&q, &k, &v, mask.as_ref())?)?;
             let h = l.cross_ln.forward(&x)?;
             let (ck, cv) = &cache.cross[i];
-            x = (&x + l.cross.attend(&l.cross.query(&h)?, ck, cv, None)?)?;
+            let q = l.cross.query(&h)?;
+            if want.get(i).copied().unwrap_or(false) {
+                scores[i] = Some(q.matmul(&ck.t()?)?.to_dtype(DType::F32)?);
+            }
+            x = (&x + l.cross.attend(&q, ck, cv, None)?)?;
             x = l.mlp.residual(&x)?;
         }
-        self.ln.forward(&x)
+        Ok((self.ln.forward(&x)?, scores))
     }
 
     /// Logits `[batch, t, vocab]` (f32) of hidden states `[batch, t, d]`.

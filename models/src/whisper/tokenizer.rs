@@ -154,6 +154,14 @@ impl WhisperTokenizer {
             .map_err(|e| WhisperError::Decode(format!("tokenizer: {e}")))
     }
 
+    /// Decodes every token, special and timestamp tokens as their text
+    /// (openai-whisper's `decode_with_timestamps`).
+    pub fn decode_with_specials(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| WhisperError::Decode(format!("tokenizer: {e}")))
+    }
+
     pub fn is_timestamp(&self, id: u32) -> bool {
         id >= self.timestamp_begin
     }
