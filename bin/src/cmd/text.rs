@@ -427,6 +427,17 @@ fn generate(a: GenerateArgs, g: &Global) -> anyhow::Result<Exit> {
         };
         raws.push(Ok(r));
     }
+    // First Ctrl-C: stop generating, write what was generated so far, exit 130;
+    // a second one exits at once.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
     let dir = ModelDir::open(&a.model)?;
     let llm = Llm::load(&dir, dtype, &device)
         .with_context(|| format!("cannot load model {}", a.model.display()))?;
@@ -495,7 +506,7 @@ fn generate(a: GenerateArgs, g: &Global) -> anyhow::Result<Exit> {
     };
     flush(&mut results, &mut next)?;
     let mut io_err = None;
-    engine.run(reqs, |k, res| {
+    let not_started = engine.run_until(reqs, &stop, |k, res| {
         results[req_index[k]] = Some(res.map_err(|e| e.to_string()));
         if let Err(e) = flush(&mut results, &mut next) {
             io_err.get_or_insert(e);
@@ -503,6 +514,20 @@ fn generate(a: GenerateArgs, g: &Global) -> anyhow::Result<Exit> {
     });
     if let Some(e) = io_err {
         return Err(e.into());
+    }
+    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        // Write the finished outputs after a request that never started too.
+        let mut out = std::io::stdout().lock();
+        for (i, r) in results.iter().enumerate().skip(next) {
+            if let (Some(r), true) = (r, a.json || a.batch.is_some()) {
+                writeln!(out, "{}", result_json(i, r))?;
+            }
+        }
+        out.flush()?;
+        eprintln!(
+            "interrupted: running requests stopped early (finish \"interrupted\"), {not_started} not started"
+        );
+        return Ok(Exit::Interrupted);
     }
     let failed = results.iter().filter(|r| !matches!(r, Some(Ok(_)))).count();
     if (a.json || a.batch.is_some()) && !g.quiet {

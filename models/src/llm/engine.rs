@@ -9,6 +9,7 @@ use super::{LlmError, Result};
 use crate::text::TextTokenizer;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// One generation request.
@@ -32,6 +33,8 @@ pub enum FinishReason {
     Stop,
     /// `max_new_tokens` or the context was reached.
     Length,
+    /// Stopped early by [`Engine::run_until`]'s stop flag (e.g. Ctrl-C).
+    Interrupted,
 }
 
 /// The result of one request.
@@ -109,7 +112,23 @@ impl<'m> Engine<'m> {
 
     /// Runs every request; `on_done(index, result)` is called as each one
     /// finishes (not in input order). A failing request never stops the others.
-    pub fn run<F>(&mut self, requests: Vec<GenerateRequest>, mut on_done: F)
+    pub fn run<F>(&mut self, requests: Vec<GenerateRequest>, on_done: F)
+    where
+        F: FnMut(usize, Result<Generation>),
+    {
+        self.run_until(requests, &AtomicBool::new(false), on_done);
+    }
+
+    /// Like [`Engine::run`], checking `stop` before every step: once it is
+    /// set, running sequences finish at once with what they generated so far
+    /// ([`FinishReason::Interrupted`]) and waiting requests are not started
+    /// (no `on_done` for them). Returns the number of requests not started.
+    pub fn run_until<F>(
+        &mut self,
+        requests: Vec<GenerateRequest>,
+        stop: &AtomicBool,
+        mut on_done: F,
+    ) -> usize
     where
         F: FnMut(usize, Result<Generation>),
     {
@@ -118,6 +137,24 @@ impl<'m> Engine<'m> {
         let mut active: Vec<Active> = Vec::new();
         let mut free: Vec<usize> = (0..self.slots.len()).rev().collect();
         while !queue.is_empty() || !active.is_empty() {
+            if stop.load(Ordering::SeqCst) {
+                active.sort_by_key(|a| a.idx);
+                for a in active {
+                    let text = self.decode(&a.generated);
+                    on_done(
+                        a.idx,
+                        text.map(|text| Generation {
+                            prompt_tokens: a.req.prompt_ids.len(),
+                            generated_tokens: a.generated.len(),
+                            ids: a.generated,
+                            text,
+                            finish: FinishReason::Interrupted,
+                            seconds: a.start.elapsed().as_secs_f64(),
+                        }),
+                    );
+                }
+                return queue.len();
+            }
             // 1. admit waiting requests into free slots and prefill them together
             let mut admitted = Vec::new();
             while active.len() + admitted.len() < self.max_batch {
@@ -180,6 +217,7 @@ impl<'m> Engine<'m> {
                 self.finish_step(res, batch, &mut active, &mut free, &mut on_done);
             }
         }
+        0
     }
 
     fn validate(&self, req: &GenerateRequest) -> Result<()> {

@@ -303,7 +303,7 @@ fn prompt_matches_transformers() {
     for mode in ["plain", "timestamps"] {
         let o = mode_options(mode, 24);
         let res = d
-            .decode_with_prompts(&audio, &[en], &[ids_.clone()], &o, 0.0)
+            .decode_with_prompts(&audio, &[en], std::slice::from_ref(&ids_), &o, 0.0)
             .unwrap();
         let (want, _) = expected(&pr[mode], w.tokenizer.eot);
         assert_eq!(res[0].tokens, want, "prompted {mode}: greedy ids differ");
