@@ -774,6 +774,31 @@ mod tests {
     }
 
     #[test]
+    fn parquet_errors_are_typed_and_per_item() {
+        let bad = fixture("s2l/bad");
+        let e = open(&bad.join("no_audio.parquet"), None, &Columns::default())
+            .err()
+            .unwrap();
+        assert!(matches!(e, S2lError::NoAudioColumn { .. }), "{e}");
+        assert!(e.to_string().contains("no_audio.parquet"), "{e}");
+        let set = open(&bad.join("broken_items.parquet"), None, &Columns::default()).unwrap();
+        let (items, errs) = read_all(set);
+        assert!(errs.is_empty());
+        assert_eq!(items.len(), 3);
+        // good row: decodes, reference fine
+        assert!(items[0].load_audio().is_ok());
+        items[0].check_reference().unwrap();
+        // undecodable bytes: an Audio error naming the item, the others unaffected
+        let e = items[1].load_audio().unwrap_err();
+        assert!(matches!(e, S2lError::Audio { .. }), "{e}");
+        assert!(e.to_string().contains("broken_items.parquet#1"), "{e}");
+        // unbalanced reference
+        let e = items[2].check_reference().unwrap_err();
+        assert!(matches!(e, S2lError::Reference { .. }), "{e}");
+        assert!(items[2].load_audio().is_ok());
+    }
+
+    #[test]
     fn reads_synthetic_parquet() {
         let dir = fixture("s2l/synthetic");
         let set = open(&dir, Some("test"), &Columns::default()).unwrap();

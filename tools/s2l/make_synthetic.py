@@ -85,6 +85,24 @@ def speak(text, lang, speed):
     return buf.getvalue()
 
 
+def write_bad(out, good_wav):
+    """Reader/benchmark error fixtures: a parquet with no audio column, and one
+    whose rows are good, undecodable audio bytes, and an unbalanced LaTeX reference."""
+    os.makedirs(out, exist_ok=True)
+    pq.write_table(pa.table({"spoken": ["x squared"], "latex": ["x^{2}"], "language": ["en"]}),
+                   os.path.join(out, "no_audio.parquet"))
+    audio_t = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    pq.write_table(pa.table({
+        "audio": pa.array([{"bytes": good_wav, "path": "good.wav"},
+                           {"bytes": b"RIFF\x24\x00\x00\x00WAVEjunk" + bytes(64), "path": "bad.wav"},
+                           {"bytes": good_wav, "path": "badref.wav"}], type=audio_t),
+        "spoken": ["x squared plus two x plus one equals zero"] * 3,
+        "latex": ["x^{2} + 2x + 1 = 0", "x^{2} + 2x + 1 = 0", "\\frac{1}{2"],
+        "language": ["en"] * 3,
+        "kind": ["equation"] * 3,
+    }), os.path.join(out, "broken_items.parquet"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", default="tools/s2l/synthetic_pairs.tsv")
@@ -92,6 +110,7 @@ def main():
     ap.add_argument("--split", default="test")
     ap.add_argument("--voxtok", default="target/debug/voxtok")
     ap.add_argument("--speed", type=int, default=170, help="espeak-ng words per minute")
+    ap.add_argument("--bad-out", default="tests/fixtures/s2l/bad", help="error fixtures ('' to skip)")
     a = ap.parse_args()
     rows = read_pairs(a.pairs)
     rules_latex(rows, a.voxtok, a.pairs)
@@ -108,6 +127,8 @@ def main():
     os.makedirs(os.path.join(a.out, "data"), exist_ok=True)
     path = os.path.join(a.out, "data", "%s-00000-of-00001.parquet" % a.split)
     pq.write_table(table, path)
+    if a.bad_out:
+        write_bad(a.bad_out, audio[0]["bytes"])
     secs = sum(len(x["bytes"]) - 44 for x in audio) / 2 / SR
     print("%s: %d rows, %.1f s of audio, %d bytes" % (path, len(rows), secs, os.path.getsize(path)),
           file=sys.stderr)

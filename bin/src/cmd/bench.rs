@@ -18,6 +18,8 @@ pub enum Kind {
     Codec(super::bench_codec::Args),
     /// Audio front-end: decode + resample and Whisper log-mel, x real time on one core, peak memory.
     Frontend(super::bench_frontend::Args),
+    /// Speech-to-LaTeX routes (rules, asr+rules, e2e, asr+llm): CER, normalized-LaTeX CER, exact match.
+    S2l(super::bench_s2l::Args),
     /// LLM prefill/decode tokens/s at batch 1 and 8, tokenizer MB/s (vs transformers).
     Text(super::bench_text::Args),
 }
@@ -26,6 +28,7 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
     match args.kind {
         Kind::Asr(a) => super::bench_asr::run(a, g),
         Kind::Text(a) => super::bench_text::run(a, g),
+        Kind::S2l(a) => super::bench_s2l::run(a, g),
         Kind::Codec(a) => super::bench_codec::run(a, g),
         Kind::Frontend(a) => super::bench_frontend::run(a, g),
     }

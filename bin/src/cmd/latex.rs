@@ -1,6 +1,8 @@
-//! `voxtok latex`: spoken maths → LaTeX with the rules converter (no model).
-//! One LaTeX line per input line on stdout (empty when nothing could be
-//! made); words that could not be placed are listed on stderr.
+//! `voxtok latex`: spoken maths → LaTeX with the rules converter (no model),
+//! or with an LLM (`--model DIR`, the S2L prompt; see
+//! `voxtok_models::latex::correct`). One LaTeX line per input line on stdout
+//! (empty when nothing could be made); words that could not be placed, and
+//! LLM failures, are listed on stderr.
 
 use crate::{exit::Exit, Global};
 use anyhow::{bail, Context};
@@ -20,6 +22,22 @@ pub struct Args {
     /// utterances/s on stderr (reference: splitting the same lines into words).
     #[arg(long)]
     pub time: Option<f64>,
+    /// LLM directory (Qwen2/Llama, Hugging Face layout with tokenizer.json):
+    /// post-correction with the S2L prompt instead of the rules, greedy.
+    #[arg(long)]
+    pub model: Option<std::path::PathBuf>,
+    /// Few-shot examples for --model: `spoken<TAB>latex` per line.
+    #[arg(long)]
+    pub examples: Option<std::path::PathBuf>,
+    /// Maximum tokens generated per line (--model).
+    #[arg(long, default_value_t = 128)]
+    pub max_new_tokens: usize,
+    /// cpu, cuda or cuda:N (--model).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, f16 or bf16 (--model).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
 }
 
 pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
@@ -48,6 +66,12 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
     let lang_of = |s: &str| lang.unwrap_or_else(|| Lang::detect(s));
     if let Some(secs) = args.time {
         return time(&lines, secs, &lang_of);
+    }
+    if let Some(dir) = &args.model {
+        return run_llm(&args, dir, &lines, g);
+    }
+    if args.examples.is_some() {
+        bail!("--examples needs --model");
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -96,4 +120,53 @@ fn time(lines: &[String], secs: f64, lang_of: &dyn Fn(&str) -> Lang) -> anyhow::
         conv / split
     );
     Ok(Exit::Ok)
+}
+
+/// `--model`: every non-empty line through the LLM corrector, output in order.
+fn run_llm(
+    args: &Args,
+    dir: &std::path::Path,
+    lines: &[String],
+    g: &Global,
+) -> anyhow::Result<Exit> {
+    let mut c = super::transcribe_latex::load_corrector(
+        dir,
+        args.examples.as_deref(),
+        &args.device,
+        &args.dtype,
+    )?;
+    c.max_new_tokens = args.max_new_tokens;
+    let todo: Vec<String> = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .collect();
+    let mut results = c.convert_batch(&todo).into_iter();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut failed = 0;
+    for (n, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            writeln!(out)?;
+            continue;
+        }
+        match results.next() {
+            Some(Ok(l)) => {
+                if l.is_empty() {
+                    failed += 1;
+                }
+                writeln!(out, "{l}")?
+            }
+            Some(Err(e)) => {
+                failed += 1;
+                if !g.quiet {
+                    eprintln!("error: line {}: {e}", n + 1);
+                }
+                writeln!(out)?;
+            }
+            None => writeln!(out)?,
+        }
+    }
+    out.flush()?;
+    Ok(Exit::from_failures(failed))
 }

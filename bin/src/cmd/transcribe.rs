@@ -37,6 +37,16 @@ pub enum TaskArg {
     Translate,
 }
 
+/// `transcribe --task`: [`TaskArg`] plus `latex` (see `transcribe_latex`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TranscribeTask {
+    Transcribe,
+    Translate,
+    /// Speech -> LaTeX: Whisper then the rules converter (or --latex-model);
+    /// default model assets/s2l-small (end to end) when present.
+    Latex,
+}
+
 /// The model used when `--model` is not given (see `scripts/setup.sh`).
 pub const DEFAULT_MODEL: &str = "whisper-tiny.en";
 
@@ -50,8 +60,11 @@ pub struct Args {
     /// ./data/models or the checkout's data/models (put there by scripts/setup.sh).
     #[arg(long, short)]
     pub model: Option<PathBuf>,
+    /// `latex`: speech -> LaTeX. Without --model it uses the shipped
+    /// assets/s2l-small (or $VOXTOK_S2L_MODEL), which emits LaTeX itself;
+    /// else the default Whisper model + the rules converter (en/ru).
     #[arg(long, value_enum, default_value = "transcribe")]
-    pub task: TaskArg,
+    pub task: TranscribeTask,
     /// Spoken language (code or name); detected per input when absent.
     #[arg(long)]
     pub language: Option<String>,
@@ -122,6 +135,8 @@ pub struct Args {
     /// Word-level timestamps (cross-attention + DTW): JSON segments get `words`.
     #[arg(long)]
     pub word_timestamps: bool,
+    #[command(flatten)]
+    pub latex: super::transcribe_latex::LatexArgs,
 }
 
 fn opt_f64(name: &str, v: &str) -> anyhow::Result<Option<f64>> {
@@ -138,8 +153,8 @@ pub fn options(a: &Args) -> anyhow::Result<TranscribeOptions> {
     let mut o = TranscribeOptions::default();
     let d = &mut o.decode;
     d.task = match a.task {
-        TaskArg::Transcribe => Task::Transcribe,
-        TaskArg::Translate => Task::Translate,
+        TranscribeTask::Transcribe | TranscribeTask::Latex => Task::Transcribe,
+        TranscribeTask::Translate => Task::Translate,
     };
     d.language = a.language.clone();
     d.beam_size = a.beam_size;
@@ -306,8 +321,15 @@ pub fn load_whisper(model: Option<&Path>, device: &str, dtype: &str) -> anyhow::
 }
 
 pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
-    let opts = options(&args)?;
-    let w = load_whisper(args.model.as_deref(), &args.device, &args.dtype)?;
+    let mut opts = options(&args)?;
+    let (w, latex, model_name) = if args.task == TranscribeTask::Latex {
+        let (w, route, name) = super::transcribe_latex::load(&args, &mut opts)?;
+        (w, Some(route), name)
+    } else {
+        let w = load_whisper(args.model.as_deref(), &args.device, &args.dtype)?;
+        let name = w.name.clone();
+        (w, None, name)
+    };
     if let Some(l) = &opts.decode.language {
         if w.tokenizer.multilingual && w.tokenizer.language_id(l).is_none() {
             bail!("--language {l}: not a language of this model");
@@ -323,7 +345,8 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
     let t0 = Instant::now();
-    let mut writer = OutputWriter::new(&args, inputs.len(), &w.name)?;
+    let mut writer = OutputWriter::new(&args, inputs.len(), &model_name)?;
+    writer.latex = latex;
     let mut tr = Transcriber::new(&w, opts)?;
     // One detector serves every input: `speech_regions` resets it per signal.
     // A bad Silero file fails here, before any input, as a usage error (exit 2).
@@ -410,7 +433,9 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
                     eprintln!("error: {}: {e}", o.path);
                 }
             }
-            writer.write(&o)?;
+            if !writer.write(&o)? {
+                failed += 1;
+            }
             written += 1;
         }
     }
@@ -440,6 +465,8 @@ struct OutputWriter {
     /// `--word-timestamps`: segments carry `words`.
     words: bool,
     json_items: Vec<serde_json::Value>,
+    /// `--task latex`: how transcripts become LaTeX.
+    latex: Option<super::transcribe_latex::Route>,
 }
 
 impl OutputWriter {
@@ -468,6 +495,7 @@ impl OutputWriter {
             model: model.to_string(),
             words: a.word_timestamps,
             json_items: Vec::new(),
+            latex: None,
         })
     }
 
@@ -502,29 +530,42 @@ impl OutputWriter {
         }
     }
 
-    fn write(&mut self, o: &Outcome) -> anyhow::Result<()> {
+    /// Writes one outcome; `Ok(false)` when its LaTeX (--task latex) could not be made.
+    fn write(&mut self, o: &Outcome) -> anyhow::Result<bool> {
+        let latex =
+            super::transcribe_latex::latex_of(self.latex.as_ref(), o.result.as_ref().ok(), &o.path);
+        let with_latex = |mut v: serde_json::Value| {
+            if let Some(l) = &latex {
+                v["latex"] = l.as_ref().map_or(serde_json::Value::Null, |s| json!(s));
+            }
+            v
+        };
         match self.format {
             Format::Jsonl => {
-                let v = self.json(o);
+                let v = with_latex(self.json(o));
                 writeln!(self.out, "{v}")?;
                 self.out.flush()?;
             }
             Format::Json => {
-                let v = self.json(o);
+                let v = with_latex(self.json(o));
                 self.json_items.push(v);
             }
             Format::Text => {
                 if let Ok(t) = &o.result {
+                    let text = match &latex {
+                        Some(l) => l.clone().unwrap_or_default(),
+                        None => t.text.trim().to_string(),
+                    };
                     if self.many {
-                        writeln!(self.out, "{}: {}", o.path, t.text.trim())?;
+                        writeln!(self.out, "{}: {text}", o.path)?;
                     } else {
-                        writeln!(self.out, "{}", t.text.trim())?;
+                        writeln!(self.out, "{text}")?;
                     }
                     self.out.flush()?;
                 }
             }
             Format::Srt | Format::Vtt => {
-                let Ok(t) = &o.result else { return Ok(()) };
+                let Ok(t) = &o.result else { return Ok(true) };
                 let body = subtitles(t, self.format == Format::Vtt);
                 if let Some(dir) = &self.dir {
                     let stem = Path::new(&o.path)
@@ -544,7 +585,7 @@ impl OutputWriter {
                 }
             }
         }
-        Ok(())
+        Ok(!matches!(latex, Some(None)))
     }
 
     fn finish(&mut self) -> anyhow::Result<()> {

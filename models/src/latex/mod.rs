@@ -4,6 +4,7 @@
 //! LaTeX ([`emit`]), and wraps maths found inside a sentence in `$…$`
 //! ([`inline`]). It never fails: words it cannot place are dropped and listed.
 
+pub mod correct;
 pub mod emit;
 pub mod inline;
 pub mod lexer;

@@ -4,12 +4,15 @@
 //! Whisper, the audio tokenizers and the LLMs all run on candle through this
 //! module, so a `--device` flag means the same thing everywhere.
 
+pub mod audio_llm;
 pub mod ctranslate2;
 mod device;
 mod model_dir;
 
 pub use device::{parse_device, parse_dtype, DeviceSpec};
-pub use model_dir::{default_model_candidates, find_default_model, read_json, ModelDir};
+pub use model_dir::{
+    default_model_candidates, find_asset_model, find_default_model, read_json, ModelDir,
+};
 
 pub use candle_core::{DType, Device, Tensor};
 pub use candle_nn::VarBuilder;

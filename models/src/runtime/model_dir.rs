@@ -145,6 +145,25 @@ pub fn find_default_model(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_dir())
 }
 
+/// A model shipped in the repository under `assets/<name>` (e.g. `s2l-small`):
+/// `$env_var` when set (and a directory), else `assets/<name>` beside the
+/// binary's checkout (`target/<profile>/voxtok` → `../../assets/<name>`, and
+/// further up for `target/<triple>/<profile>`), else `./assets/<name>`.
+pub fn find_asset_model(name: &str, env_var: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env_var) {
+        let p = PathBuf::from(p);
+        return p.is_dir().then_some(p);
+    }
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        for up in exe.ancestors().skip(2).take(3) {
+            candidates.push(up.join("assets").join(name));
+        }
+    }
+    candidates.push(Path::new("assets").join(name));
+    candidates.into_iter().find(|p| p.is_dir())
+}
+
 /// Reads and parses a JSON file, naming the file in any error.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::BadFile {
