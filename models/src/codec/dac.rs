@@ -475,6 +475,66 @@ mod tests {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/codecs/dac")
     }
 
+    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Parity on fixture `name`: encoder output and decoded audio (where the
+    /// reference has it) within 1e-4, identical codes with 2 and 4 codebooks.
+    fn check_parity(name: &str, sigs: &[&str], frame_rate: f64) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/codecs")
+            .join(name);
+        let model = Dac::load(&ModelDir::open(&dir).unwrap(), &Device::Cpu).unwrap();
+        assert_eq!(model.info().frame_rate, frame_rate);
+        let refs = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
+            .unwrap();
+        for sig in sigs {
+            let audio = refs[&format!("{sig}.audio")].unsqueeze(0).unwrap();
+            let emb = model.embeddings(&audio).unwrap().squeeze(0).unwrap();
+            let err = max_abs(&emb, &refs[&format!("{sig}.embeddings")]);
+            eprintln!("{name} {sig}: embeddings max abs err {err}");
+            assert!(err <= 1e-4, "{name} {sig}: embeddings max abs err {err}");
+            for k in [2usize, 4] {
+                let codes = model.encode(&audio, k).unwrap();
+                let want = refs[&format!("{sig}.codes_{k}")]
+                    .to_dtype(DType::U32)
+                    .unwrap();
+                assert_eq!(
+                    codes.squeeze(0).unwrap().to_vec2::<u32>().unwrap(),
+                    want.to_vec2::<u32>().unwrap(),
+                    "{name} {sig}: codes with {k} codebooks differ"
+                );
+                if let Some(want) = refs.get(&format!("{sig}.decoded_{k}")) {
+                    let dec = model.decode(&codes).unwrap().squeeze(0).unwrap();
+                    assert_eq!(dec.dims(), want.dims());
+                    let err = max_abs(&dec, want);
+                    eprintln!("{name} {sig}/{k}: decoded max abs err {err}");
+                    assert!(err <= 1e-4, "{name} {sig}/{k}: decoded max abs err {err}");
+                }
+            }
+        }
+    }
+
+    /// The 24 kHz configuration (ratios 2, 4, 5, 8: hop 320, an odd stride).
+    #[test]
+    fn parity_24khz() {
+        check_parity("dac24", &["chirp", "speech"], 75.0);
+    }
+
+    /// The 44.1 kHz configuration (hop 512: frame rate ceil(44100 / 512) = 87).
+    #[test]
+    fn parity_44khz() {
+        check_parity("dac44", &["chirp", "speech"], 87.0);
+    }
+
     /// Parity with transformers' DacModel on the random-weight fixture:
     /// encoder output and decoded audio within 1e-4, identical codes.
     #[test]
