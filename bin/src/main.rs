@@ -35,7 +35,7 @@ pub struct Global {
 pub enum Command {
     /// Compute model input features (Whisper log-mel) and write them as .npy.
     Features(cmd::features::Args),
-    /// Spoken maths -> LaTeX with the rules converter (English, Russian), one line per input line.
+    /// Spoken maths -> LaTeX with the rules converter (English, Russian) or an LLM (--model), one line per input line.
     Latex(cmd::latex::Args),
     /// Transcribe or translate speech with a Whisper model (files, directories or stdin).
     Transcribe(cmd::transcribe::Args),

@@ -9,8 +9,9 @@
 //! - **rules** (otherwise): the transcript goes to the rules converter in the
 //!   language given by `--language`, else the detected one (en/ru).
 //!
-//! The Whisper model for `--task latex` without `--model`: the repository's
-//! shipped `assets/s2l-small` (or `$VOXTOK_S2L_MODEL`), else the usual default.
+//! The Whisper model for `--task latex` without `--model` and `--latex-model`:
+//! the repository's shipped `assets/s2l-small` (or `$VOXTOK_S2L_MODEL`), else
+//! the usual default (whisper-tiny.en).
 
 use super::transcribe::{load_whisper, Args};
 use anyhow::{bail, Context};
@@ -140,7 +141,11 @@ pub fn load_corrector(
 /// timestamps). Returns the Whisper model, the route and the model name for
 /// the output's `model` field.
 pub fn load(args: &Args, opts: &mut TranscribeOptions) -> anyhow::Result<(Whisper, Route, String)> {
-    let path = latex_whisper_path(args.model.as_deref());
+    // The shipped model is the default only when no model at all is named.
+    let path = match &args.latex.latex_model {
+        None => latex_whisper_path(args.model.as_deref()),
+        Some(_) => args.model.clone(),
+    };
     let mut w = load_whisper(path.as_deref(), &args.device, &args.dtype)?;
     if args.latex.examples.is_some() && args.latex.latex_model.is_none() {
         bail!("--examples needs --latex-model");
