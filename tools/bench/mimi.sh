@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Mimi throughput: voxtok vs transformers on the same random-weight model at the
+# real checkpoint's size (kyutai/mimi config), same audio, same thread count,
+# one script run; then streaming voxtok encode on ONE thread (80 ms chunks).
+#
+#   tools/bench/mimi.sh [SECONDS] [THREADS] [CODEBOOKS]   (default 5 s, 2 threads, 8 codebooks)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECONDS_AUDIO=${1:-5}
+THREADS=${2:-2}
+K=${3:-8}
+PYTHON=${PYTHON:-/work/venv/bin/python}
+VOXTOK=${VOXTOK:-target/release/voxtok}
+[ -x "$VOXTOK" ] || VOXTOK=target/debug/voxtok
+OUT=bench-out/mimi
+mkdir -p "$OUT"
+export OMP_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
+"$PYTHON" tools/bench/codec_mimi.py --out "$OUT" --seconds "$SECONDS_AUDIO" --threads "$THREADS" --codebooks "$K"
+"$VOXTOK" -q bench codec --dataset "$OUT/audio_24k.wav" --codec mimi --model "$OUT/mimi" \
+    --codebooks "$K" --repeat 2 --json "$OUT/voxtok.json"
+RAYON_NUM_THREADS=1 "$VOXTOK" -q bench codec --dataset "$OUT/audio_24k.wav" --codec mimi --model "$OUT/mimi" \
+    --codebooks "$K" --repeat 1 --stream-chunk-ms 80 --json "$OUT/voxtok_stream_1thread.json" | tail -n 2
+"$PYTHON" - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+t = json.load(open(f"{out}/transformers.json"))["mimi"]
+v = json.load(open(f"{out}/voxtok.json"))
+r = v["rows"][0]
+s = json.load(open(f"{out}/voxtok_stream_1thread.json"))["streaming"][0]
+table = "\n".join([
+    "| codec | codebooks | voxtok encode xRT | transformers encode xRT | ratio | voxtok decode xRT | transformers decode xRT | ratio | voxtok peak RSS MiB | streaming encode xRT (1 thread) | identical |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    f"| mimi | {r['codebooks']} | {r['encode_xrt']:.1f} | {t['encode_xrt']:.1f} | {r['encode_xrt']/t['encode_xrt']:.2f}x "
+    f"| {r['decode_xrt']:.1f} | {t['decode_xrt']:.1f} | {r['decode_xrt']/t['decode_xrt']:.2f}x | {v['peak_rss_mib']:.0f} "
+    f"| {s['encode_xrt']:.1f} | {s['identical_to_whole_file']} |"])
+print(table)
+open(f"{out}/summary.md", "w").write(table + "\n")
+PY
