@@ -46,7 +46,8 @@ pub struct Args {
     #[arg(long)]
     pub split: Option<String>,
     /// Whisper model for the audio routes. Default: assets/s2l-small (or
-    /// $VOXTOK_S2L_MODEL) when present, else the default Whisper model.
+    /// $VOXTOK_S2L_MODEL) when present, else the default Whisper model; with
+    /// neither, only the rules route runs.
     #[arg(long, short)]
     pub model: Option<PathBuf>,
     /// LLM directory for the `asr+llm` route (S2L prompt, greedy).
@@ -221,17 +222,26 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<Exit> {
     let layout = format!("{:?}", set.layout);
 
     // Load models first: an unloadable model is a usage error (exit 2).
-    let mut whisper = if a.rules_only {
+    let path = super::transcribe_latex::latex_whisper_path(a.model.as_deref());
+    let no_model = path.is_none()
+        && voxtok_models::runtime::find_default_model(super::transcribe::DEFAULT_MODEL).is_none();
+    if no_model && !a.rules_only {
+        // Every available route: without any Whisper model only `rules` can run.
+        eprintln!(
+            "warning: no --model, no assets/s2l-small and no default {}: scoring the rules route only",
+            super::transcribe::DEFAULT_MODEL
+        );
+    }
+    let mut whisper = if a.rules_only || no_model {
         None
     } else {
-        let path = super::transcribe_latex::latex_whisper_path(a.model.as_deref());
         Some(super::transcribe::load_whisper(
             path.as_deref(),
             &a.device,
             &a.dtype,
         )?)
     };
-    let corrector = match (&a.latex_model, a.rules_only) {
+    let corrector = match (&a.latex_model, a.rules_only || no_model) {
         (Some(dir), false) => Some(super::transcribe_latex::load_corrector(
             dir,
             a.examples.as_deref(),
