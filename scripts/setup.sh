@@ -152,7 +152,14 @@ step "silero vad ($vad)" "$vad/silero_vad_16k.safetensors" fetch_vad
 # 3. The release binary.
 if [ $build -eq 1 ]; then
   say "building target/release/voxtok (first build takes several minutes)"
-  (cd "$root" && cargo build --release --locked -p voxtok)
+  # Microphone support (`voxtok stream`) needs the ALSA headers (Debian: libasound2-dev).
+  features=()
+  if pkg-config --exists alsa 2>/dev/null; then
+    features=(--features mic)
+  else
+    say "no ALSA headers (apt-get install libasound2-dev): building without microphone support"
+  fi
+  (cd "$root" && cargo build --release --locked -p voxtok ${features[@]+"${features[@]}"})
 fi
 say "shipped with the repo (no download): the spoken-maths model assets/s2l-small"
 if [ ${#missing[@]} -gt 0 ]; then

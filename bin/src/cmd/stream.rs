@@ -60,7 +60,7 @@ pub struct Args {
     /// List the audio capture devices and exit (needs the `mic` feature).
     #[arg(long)]
     pub list_devices: bool,
-    /// Capture device (name or part of it; see --list-devices). Default: the system's.
+    /// Capture device: name, part of the name or backend id (see --list-devices). Default: the system's.
     #[arg(long)]
     pub input_device: Option<String>,
     /// Whisper model directory (default whisper-tiny.en, see `voxtok transcribe`);
@@ -365,6 +365,8 @@ struct Engine<'a> {
     emitted: bool,
     busy: Duration,
     latencies: Vec<f64>,
+    /// Process CPU time when the loop started (Linux).
+    cpu0: Option<f64>,
 }
 
 impl<'a> Engine<'a> {
@@ -400,6 +402,7 @@ impl<'a> Engine<'a> {
             emitted: false,
             busy: Duration::ZERO,
             latencies: Vec::new(),
+            cpu0: process_cpu_s(),
         }
     }
 
@@ -602,6 +605,7 @@ impl<'a> Engine<'a> {
         let med = quantile(&l, 0.5);
         let p90 = quantile(&l, 0.9);
         let (dt, n) = self.asr.decode_stats();
+        let cpu = process_cpu_s().zip(self.cpu0).map(|(a, b)| a - b);
         self.out.stats(json!({
             "type": "stats",
             "finals": l.len(),
@@ -613,11 +617,13 @@ impl<'a> Engine<'a> {
             "rtf": round3(rtf),
             "decodes": n,
             "decode_s": round3(dt.as_secs_f64()),
+            "cpu_s": cpu.map(round3),
+            "rtf_cpu": cpu.filter(|_| audio_s > 0.0).map(|c| round3(c / audio_s)),
         }));
         let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3} s"));
         eprintln!(
             "stream stats: {} final lines; end-of-speech -> final latency median {}, p90 {}{}; \
-             real-time factor {:.3} ({:.2} s processing / {:.2} s audio; {} decodes, {:.2} s decoding)",
+             real-time factor {:.3} ({:.2} s processing / {:.2} s audio; {} decodes, {:.2} s decoding){}",
             l.len(),
             f(med),
             f(p90),
@@ -626,7 +632,11 @@ impl<'a> Engine<'a> {
             busy,
             audio_s,
             n,
-            dt.as_secs_f64()
+            dt.as_secs_f64(),
+            cpu.map_or(String::new(), |c| format!(
+                "; CPU time {c:.2} s = {:.3} x audio",
+                c / audio_s.max(1e-9)
+            ))
         );
     }
 }
@@ -654,6 +664,18 @@ fn reason_name(r: FinalReason) -> &'static str {
         FinalReason::Flushed => "flushed",
         FinalReason::BufferFull => "buffer_full",
     }
+}
+
+/// CPU time (user + system, all threads) of this process so far, from
+/// /proc/self/stat (Linux; USER_HZ = 100). Unlike wall time it does not grow
+/// when other processes take the cores.
+fn process_cpu_s() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the line (utime, stime); `rest` starts at field 3.
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// Quantile by the nearest-rank method of sorted values.

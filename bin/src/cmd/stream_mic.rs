@@ -54,7 +54,12 @@ fn device_name(d: &cpal::Device) -> String {
         .unwrap_or_else(|_| "<unnamed device>".into())
 }
 
-/// Prints the capture devices (default marked with `*`) with their default format.
+/// The backend's id of a device (e.g. ALSA `alsa:hw:CARD=PCH,DEV=0`).
+fn device_id(d: &cpal::Device) -> String {
+    d.id().map(|i| i.to_string()).unwrap_or_default()
+}
+
+/// Prints the capture devices (default marked with `*`): name, [id], default format.
 pub fn list_devices() -> anyhow::Result<()> {
     let host = cpal::default_host();
     let default = host.default_input_device().map(|d| device_name(&d));
@@ -78,7 +83,7 @@ pub fn list_devices() -> anyhow::Result<()> {
         } else {
             " "
         };
-        println!("{mark} {name}\t{cfg}");
+        println!("{mark} {name}\t[{}]\t{cfg}", device_id(&d));
         n += 1;
     }
     if n == 0 {
@@ -98,15 +103,22 @@ fn find_device(host: &cpal::Host, want: Option<&str>) -> Result<cpal::Device, St
                 .map_err(|e| format!("cannot list audio devices: {}", explain(&e)))?;
             let all: Vec<cpal::Device> = devices.collect();
             let lw = w.to_lowercase();
+            let id_matches = |d: &cpal::Device| {
+                let id = device_id(d);
+                id == w || id.split_once(':').is_some_and(|(_, x)| x == w)
+            };
             all.iter()
-                .find(|d| device_name(d) == w)
+                .find(|d| device_name(d) == w || id_matches(d))
                 .or_else(|| {
                     all.iter()
                         .find(|d| device_name(d).to_lowercase().contains(&lw))
                 })
                 .cloned()
                 .ok_or_else(|| {
-                    let names: Vec<String> = all.iter().map(device_name).collect();
+                    let names: Vec<String> = all
+                        .iter()
+                        .map(|d| format!("{} [{}]", device_name(d), device_id(d)))
+                        .collect();
                     format!(
                         "no capture device matches `{w}` (devices: {})",
                         if names.is_empty() {
