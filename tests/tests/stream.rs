@@ -455,22 +455,21 @@ fn read_npy(p: &Path) -> Vec<Vec<i64>> {
     a.outer_iter().map(|r| r.to_vec()).collect()
 }
 
-/// `--codec encodec` emits code frames as they are produced; their
+/// `--codec encodec|mimi` emit code frames as they are produced; their
 /// concatenation equals transformers' codes of the whole file.
-#[test]
-fn encodec_codes_frame_by_frame_equal_whole_file_codes() {
-    let dir: PathBuf = fixture("codecs/encodec");
+fn check_streamed_codes(codec: &str, codebooks: &str, reference: &str) {
+    let dir: PathBuf = fixture(&format!("codecs/{codec}"));
     let wav = fixture("codecs/signals/chirp_24k.wav")
         .display()
         .to_string();
     let (code, out, err) = run(&[
         "stream",
         "--codec",
-        "encodec",
+        codec,
         "--model",
         dir.to_str().unwrap(),
         "--codebooks",
-        "8",
+        codebooks,
         "--input",
         &wav,
         "--realtime",
@@ -483,7 +482,7 @@ fn encodec_codes_frame_by_frame_equal_whole_file_codes() {
     ]);
     assert_eq!(code, 0, "{err}");
     let v = lines(&out);
-    let want = read_npy(&dir.join("chirp_codes_8.npy"));
+    let want = read_npy(&dir.join(reference));
     assert_eq!(v.len(), want[0].len(), "one line per frame");
     for (j, x) in v.iter().enumerate() {
         assert_eq!(x["type"], "codes");
@@ -495,16 +494,24 @@ fn encodec_codes_frame_by_frame_equal_whole_file_codes() {
             .map(|c| c.as_i64().unwrap())
             .collect();
         let col: Vec<i64> = want.iter().map(|row| row[j]).collect();
-        assert_eq!(codes, col, "frame {j}");
+        assert_eq!(codes, col, "{codec} frame {j}");
     }
+}
+
+#[test]
+fn encodec_codes_frame_by_frame_equal_whole_file_codes() {
+    check_streamed_codes("encodec", "8", "chirp_codes_8.npy");
+    let dir = fixture("codecs/encodec").display().to_string();
+    let wav = fixture("codecs/signals/chirp_24k.wav")
+        .display()
+        .to_string();
     let (code, _, err) = run(&[
-        "stream",
-        "--codec",
-        "nope",
-        "--model",
-        dir.to_str().unwrap(),
-        "--input",
-        &wav,
+        "stream", "--codec", "nope", "--model", &dir, "--input", &wav,
     ]);
     assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn mimi_codes_frame_by_frame_equal_whole_file_codes() {
+    check_streamed_codes("mimi", "4", "chirp_codes_4.npy");
 }

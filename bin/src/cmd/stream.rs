@@ -67,7 +67,7 @@ pub struct Args {
     /// with --codec, the codec model directory.
     #[arg(long, short)]
     pub model: Option<PathBuf>,
-    /// Emit audio codes instead of text: encodec (or mimi when built in).
+    /// Emit audio codes instead of text: encodec or mimi.
     #[arg(long)]
     pub codec: Option<String>,
     /// Codebooks per frame with --codec (default: the model's default).

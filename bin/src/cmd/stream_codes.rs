@@ -1,4 +1,4 @@
-//! `voxtok stream --codec encodec --model DIR`: audio codes frame by frame
+//! `voxtok stream --codec encodec|mimi --model DIR`: audio codes frame by frame
 //! as the streaming encoder produces them.
 
 use super::stream::{open_source, spawn_source, Args, Format, SrcMsg};
@@ -11,23 +11,27 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use voxtok_models::codec::encodec::{Encodec, EncodecStream};
+use voxtok_models::codec::mimi::{Mimi, MimiStream};
 use voxtok_models::codec::{AudioTokenizer, Codes, TokenizerInfo};
 use voxtok_models::runtime::{DeviceSpec, ModelDir};
 
 /// A streaming encoder of any codec that has one.
 enum Enc<'a> {
     Encodec(Option<EncodecStream<'a>>),
+    Mimi(Option<MimiStream<'a>>),
 }
 
 impl Enc<'_> {
     fn push(&mut self, x: &[f32]) -> anyhow::Result<Codes> {
         match self {
             Enc::Encodec(s) => Ok(s.as_mut().expect("not finished").push(x)?),
+            Enc::Mimi(s) => Ok(s.as_mut().expect("not finished").push(x)?),
         }
     }
     fn finish(&mut self) -> anyhow::Result<Codes> {
         match self {
             Enc::Encodec(s) => Ok(s.take().expect("finished once").finish()?),
+            Enc::Mimi(s) => Ok(s.take().expect("finished once").finish()?),
         }
     }
 }
@@ -48,10 +52,15 @@ pub fn run(a: &Args, g: &Global) -> anyhow::Result<Exit> {
             let enc = Enc::Encodec(Some(m.stream(k)?));
             drive(a, g, &info, enc)
         }
-        "mimi" => bail!(
-            "--codec mimi: streaming Mimi is not wired into `voxtok stream` in this build (use encodec)"
-        ),
-        other => bail!("--codec {other}: streaming codes need encodec"),
+        "mimi" => {
+            let m = Mimi::load(&dir, &device)
+                .with_context(|| format!("cannot load Mimi model {}", model.display()))?;
+            let info = m.info().clone();
+            let k = codebooks(a, &info)?;
+            let enc = Enc::Mimi(Some(m.stream(k)?));
+            drive(a, g, &info, enc)
+        }
+        other => bail!("--codec {other}: streaming codes need encodec or mimi"),
     }
 }
 
