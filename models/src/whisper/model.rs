@@ -37,9 +37,11 @@ fn conv1d(i: usize, o: usize, stride: usize, vb: VarBuilder) -> Result<Conv1d> {
     ))
 }
 
-/// Largest attention score tensor computed at once (bytes); bigger batches
-/// are split so encoder memory stays bounded at large batch sizes.
-const MAX_SCORE_BYTES: usize = 512 << 20;
+/// Largest attention score tensor computed at once (bytes): bigger batches
+/// are split by rows, then by query blocks, so encoder memory stays bounded
+/// at any batch size and a block's scores stay cache-sized (reused, not
+/// freshly page-faulted, allocations).
+const MAX_SCORE_BYTES: usize = 8 << 20;
 
 /// Multi-head attention with Whisper's projections (no bias on `k_proj`).
 #[derive(Debug, Clone)]
@@ -116,6 +118,18 @@ impl Attention {
                 )?);
             }
             return Tensor::cat(&parts, 0);
+        }
+        let tk = k.dim(2)?;
+        if b == 1 && tq > 1 && mask.is_none() && scores > limit {
+            // Query blocks: every query row attends independently.
+            let per_row = self.heads * tk * q.dtype().size_in_bytes();
+            let rows = (limit / per_row.max(1)).max(1);
+            let mut parts = Vec::new();
+            for s in (0..tq).step_by(rows) {
+                let n = rows.min(tq - s);
+                parts.push(self.attend_limited(&q.narrow(2, s, n)?, k, v, None, usize::MAX)?);
+            }
+            return Tensor::cat(&parts, 1);
         }
         let mut w = q.matmul(&k.t()?)?;
         if let Some(m) = mask {
