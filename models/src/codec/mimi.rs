@@ -15,7 +15,7 @@ use super::nn::{conv_weight, pad_reflect, TapConv};
 use super::{AudioTokenizer, CodecError, Codes, Result, TokenizerInfo};
 use crate::runtime::{Device, ModelDir};
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 use serde::Deserialize;
 
 /// The fields of `MimiConfig` that shape the network.
@@ -608,12 +608,36 @@ struct Transformer {
     act: Act,
 }
 
-fn linear(vb: VarBuilder, din: usize, dout: usize, bias: bool) -> candle_core::Result<Linear> {
-    if bias {
-        candle_nn::linear(din, dout, vb)
-    } else {
-        candle_nn::linear_no_bias(din, dout, vb)
+/// A linear layer with its weight stored transposed and contiguous
+/// (`[in, out]`), so a 2-D matmul never copies the weight: this matters for
+/// streaming, where each call sees only a frame or two.
+#[derive(Debug, Clone)]
+struct Linear {
+    w_t: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, d) = xs.dims3()?;
+        let ys = xs.reshape((b * t, d))?.matmul(&self.w_t)?;
+        let ys = match &self.bias {
+            Some(bias) => ys.broadcast_add(bias)?,
+            None => ys,
+        };
+        ys.reshape((b, t, ()))
     }
+}
+
+fn linear(vb: VarBuilder, din: usize, dout: usize, bias: bool) -> candle_core::Result<Linear> {
+    Ok(Linear {
+        w_t: vb.get((dout, din), "weight")?.t()?.contiguous()?,
+        bias: if bias {
+            Some(vb.get(dout, "bias")?)
+        } else {
+            None
+        },
+    })
 }
 
 impl Transformer {
@@ -641,8 +665,8 @@ impl Transformer {
                         kv_heads,
                         head_dim: hd,
                     },
-                    fc1: candle_nn::linear_no_bias(h, cfg.intermediate_size, vb.pp("mlp.fc1"))?,
-                    fc2: candle_nn::linear_no_bias(cfg.intermediate_size, h, vb.pp("mlp.fc2"))?,
+                    fc1: linear(vb.pp("mlp.fc1"), h, cfg.intermediate_size, false)?,
+                    fc2: linear(vb.pp("mlp.fc2"), cfg.intermediate_size, h, false)?,
                     ln1: candle_nn::layer_norm(h, ln_cfg, vb.pp("input_layernorm"))?,
                     ln2: candle_nn::layer_norm(h, ln_cfg, vb.pp("post_attention_layernorm"))?,
                     attn_scale: vb.get(h, "self_attn_layer_scale.scale")?,
