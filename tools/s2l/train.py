@@ -151,9 +151,9 @@ def build_model(vsize, v, args):
     from transformers import WhisperConfig, WhisperForConditionalGeneration
     eot, sot = v.id["<|endoftext|>"], v.id["<|startoftranscript|>"]
     cfg = WhisperConfig(
-        vocab_size=vsize, num_mel_bins=80, encoder_layers=args.layers, decoder_layers=args.layers,
+        vocab_size=vsize, num_mel_bins=80, encoder_layers=args.enc_layers, decoder_layers=args.dec_layers,
         d_model=args.d_model, encoder_attention_heads=args.d_model // 64, decoder_attention_heads=args.d_model // 64,
-        encoder_ffn_dim=4 * args.d_model, decoder_ffn_dim=4 * args.d_model, max_source_positions=N_POS,
+        encoder_ffn_dim=4 * args.d_model, decoder_ffn_dim=args.dec_ffn or 4 * args.d_model, max_source_positions=N_POS,
         max_target_positions=MAX_TARGET, pad_token_id=eot, bos_token_id=eot, eos_token_id=eot,
         decoder_start_token_id=sot, dropout=0.0, begin_suppress_tokens=None, suppress_tokens=None)
     return WhisperForConditionalGeneration(cfg)
@@ -219,11 +219,20 @@ def main():
     ap.add_argument("--minutes", type=float, default=75)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=1.5e-3)
-    ap.add_argument("--layers", type=int, default=3)
-    ap.add_argument("--d-model", type=int, default=256)
+    ap.add_argument("--enc-layers", type=int, default=4)
+    ap.add_argument("--dec-layers", type=int, default=2)
+    ap.add_argument("--d-model", type=int, default=384)
+    ap.add_argument("--dec-ffn", type=int, default=768, help="decoder feed-forward width (0: 4 x d-model)")
+    ap.add_argument("--init-encoder", help="CTranslate2 Whisper model.bin whose encoder starts ours "
+                    "(data/models/whisper-tiny.en/model.bin from scripts/setup.sh); random init when absent")
+    ap.add_argument("--freeze-layers", type=int, default=2,
+                    help="with --init-encoder: keep the convolutions and this many first encoder layers fixed")
+    ap.add_argument("--encoder-lr-scale", type=float, default=0.2,
+                    help="with --init-encoder: learning-rate factor for the pretrained encoder layers")
     ap.add_argument("--vocab", type=int, default=1200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ctc-weight", type=float, default=0.2, help="weight of the auxiliary encoder CTC loss")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                     help="bfloat16 autocast for the forward pass (weights and optimizer stay float32)")
     ap.add_argument("--export", help="write the trained model here (HF layout, float16) and exit")
@@ -244,12 +253,42 @@ def main():
     log("train %d, test %d, vocab %d" % (len(train), len(test), v.size))
     model = build_model(v.size, v, a)
     log("params %.2fM" % (sum(p.numel() for p in model.parameters()) / 1e6))
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    # Auxiliary CTC head on the encoder (spoken-text BPE ids, blank = v.size): it
+    # teaches the encoder alignments early, so the decoder starts to use the
+    # audio within a few hundred steps. Not exported: the shipped model is plain Whisper.
+    ctc = torch.nn.Linear(a.d_model, v.size + 1)
+    enc_params = []
+    if a.init_encoder:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import ct2_whisper
+        sd, (n_layers, d, _, ffn) = ct2_whisper.encoder_state_dict(a.init_encoder)
+        if (n_layers, d, ffn) != (a.enc_layers, a.d_model, 4 * a.d_model):
+            sys.exit("--init-encoder has %d layers, d_model %d, ffn %d: pass matching --enc-layers/--d-model"
+                     % (n_layers, d, ffn))
+        sd["model.encoder.embed_positions.weight"] = sd["model.encoder.embed_positions.weight"][:N_POS]
+        missing = model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(x)) for k, x in sd.items()},
+                                        strict=False)
+        left = [k for k in missing.missing_keys if k.startswith("model.encoder.")]
+        assert not left and not missing.unexpected_keys, (left, missing.unexpected_keys)
+        frozen = ["model.encoder.conv1.", "model.encoder.conv2.", "model.encoder.embed_positions."] + [
+            "model.encoder.layers.%d." % i for i in range(a.freeze_layers)]
+        for name, p in model.named_parameters():
+            if any(name.startswith(f) for f in frozen):
+                p.requires_grad_(False)
+            elif name.startswith("model.encoder."):
+                enc_params.append(p)
+        log("encoder from %s (%d layers), frozen: conv + %d layers" % (a.init_encoder, n_layers, a.freeze_layers))
+    rest = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in enc_params)]
+    params = enc_params + rest + list(ctc.parameters())
+    opt = torch.optim.AdamW([{"params": enc_params, "scale": a.encoder_lr_scale},
+                             {"params": rest + list(ctc.parameters()), "scale": 1.0}],
+                            lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
     ckpt = os.path.join(a.out, "ckpt.pt")
     state = {"step": 0, "elapsed": 0.0}
     if os.path.exists(ckpt):
         c = torch.load(ckpt, weights_only=False)
         model.load_state_dict(c["model"])
+        ctc.load_state_dict(c["ctc"])
         opt.load_state_dict(c["opt"])
         state = c["state"]
         log("resumed at step %d, %.1f min" % (state["step"], state["elapsed"] / 60))
@@ -271,7 +310,7 @@ def main():
         warm = min(1.0, (state["step"] + 1) / 100)
         lr = a.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["scale"]
         idx = [order[(pos + k) % len(order)] for k in range(a.batch)]
         pos += a.batch
         mel = torch.from_numpy(mel_tr[idx].astype(np.float32))
@@ -290,9 +329,16 @@ def main():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
             enc = model.model.encoder(mel).last_hidden_state
             out = model(encoder_outputs=(torch.cat([enc, enc]),), decoder_input_ids=inp, labels=lab)
+            lp = torch.log_softmax(ctc(enc).float(), dim=-1).transpose(0, 1)
+        tgt = [[] if r.get("silence") else v.text(r["spoken"]) for r in items]
+        ctc_loss = torch.nn.functional.ctc_loss(
+            lp, torch.tensor([t for x in tgt for t in x], dtype=torch.long),
+            torch.full((len(tgt),), lp.shape[0], dtype=torch.long), torch.tensor([len(x) for x in tgt]),
+            blank=v.size, zero_infinity=True)
+        loss = out.loss + a.ctc_weight * ctc_loss
         opt.zero_grad()
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         now = time.time()
         state["elapsed"] += now - t_last
@@ -300,10 +346,11 @@ def main():
         state["step"] += 1
         ema = out.loss.item() if ema is None else 0.98 * ema + 0.02 * out.loss.item()
         if state["step"] % 25 == 0:
-            log("step %d  %.1f/%.0f min  lr %.2e  loss %.3f (ema %.3f)" % (
-                state["step"], state["elapsed"] / 60, a.minutes, lr, out.loss.item(), ema))
+            log("step %d  %.1f/%.0f min  lr %.2e  loss %.3f (ema %.3f)  ctc %.3f" % (
+                state["step"], state["elapsed"] / 60, a.minutes, lr, out.loss.item(), ema, ctc_loss.item()))
         if state["step"] % 400 == 0 or state["elapsed"] >= budget:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state}, ckpt + ".tmp")
+            torch.save({"model": model.state_dict(), "ctc": ctc.state_dict(), "opt": opt.state_dict(),
+                        "state": state}, ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
             model.eval()
             hits = 0
