@@ -5,7 +5,7 @@
 # end to end (`e2e`, the <|latex|> task) and transcript -> rules (`asr+rules`).
 #
 # usage: tools/s2l/eval.sh [OUT_DIR]   (default bench-out/s2l-small)
-# needs: target/release/voxtok (scripts/setup.sh), espeak-ng, sox, and python3
+# needs: cargo (builds target/release/voxtok if stale), espeak-ng, sox, and python3
 # with numpy, soundfile, pyarrow (tools/fixtures/setup.sh makes such a venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -13,7 +13,7 @@ out=${1:-bench-out/s2l-small}
 py=${PYTHON:-python3}
 [ -x "$root/.venv-fixtures/bin/python" ] && py=${PYTHON:-$root/.venv-fixtures/bin/python}
 voxtok="$root/target/release/voxtok"
-[ -x "$voxtok" ] || { echo "eval: build first: cargo build --release -p voxtok" >&2; exit 2; }
+(cd "$root" && cargo build --release --locked -p voxtok) || { echo "eval: the release build failed" >&2; exit 2; }
 test_dir="$root/data/s2l-test"
 if [ ! -f "$test_dir/data/test-00000-of-00001.parquet" ]; then
   "$py" "$root/tools/s2l/make_corpus.py" --out "$test_dir" --train 0 --test 400 --voxtok "$voxtok"
