@@ -42,3 +42,13 @@ pub fn voxtok() -> Command {
     c.current_dir(workspace_root());
     c
 }
+
+/// Runs `voxtok ARGS` to completion: (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = voxtok().args(args).output().expect("run voxtok");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

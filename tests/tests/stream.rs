@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use voxtok_tests::{fixture, voxtok};
+use voxtok_tests::{fixture, run, voxtok};
 
 const DECODE: &[&str] = &["--temperature", "0", "--max-new-tokens", "32"];
 
@@ -20,15 +20,6 @@ fn model() -> String {
 
 fn speech() -> String {
     fixture("audio/speech_16k.wav").display().to_string()
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = voxtok().args(args).output().expect("run voxtok");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn lines(stdout: &str) -> Vec<Value> {

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use voxtok_tests::{fixture, voxtok};
+use voxtok_tests::{fixture, run, voxtok};
 
 /// Flags that switch every heuristic off (plain greedy, forced prompt).
 const PLAIN: &[&str] = &[
@@ -46,16 +46,6 @@ fn ids(v: &Value) -> Vec<u64> {
         .iter()
         .map(|x| x.as_u64().unwrap())
         .collect()
-}
-
-/// Runs voxtok; returns (exit code, stdout, stderr).
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = voxtok().args(args).output().expect("run voxtok");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn jsonl(s: &str) -> Vec<Value> {

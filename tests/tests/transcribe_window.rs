@@ -7,7 +7,7 @@
 //! (chunk_length 6) features of the same samples.
 
 use serde_json::Value;
-use voxtok_tests::{fixture, voxtok};
+use voxtok_tests::{fixture, run};
 
 const PLAIN: &[&str] = &[
     "--language",
@@ -45,15 +45,6 @@ fn ids(v: &Value) -> Vec<u64> {
         .iter()
         .map(|x| x.as_u64().unwrap())
         .collect()
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = voxtok().args(args).output().expect("run voxtok");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 const EOT: u64 = 588;
