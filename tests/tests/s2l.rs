@@ -27,8 +27,8 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
-/// Runs `voxtok ARGS` with `input` on stdin; returns stdout.
-fn latex_stdin(args: &[&str], input: &str) -> String {
+/// Runs `voxtok ARGS` with `input` on stdin to completion.
+fn voxtok_stdin(args: &[&str], input: &str) -> std::process::Output {
     use std::io::Write;
     use std::process::Stdio;
     let mut child = voxtok()
@@ -44,7 +44,12 @@ fn latex_stdin(args: &[&str], input: &str) -> String {
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `voxtok ARGS` with `input` on stdin; returns stdout.
+fn latex_stdin(args: &[&str], input: &str) -> String {
+    String::from_utf8(voxtok_stdin(args, input).stdout).unwrap()
 }
 
 /// A copy of the random multilingual Whisper fixture whose generation config
@@ -305,30 +310,11 @@ fn transcribe_task_latex_routes() {
 
 #[test]
 fn latex_with_an_llm_keeps_one_line_per_input_line() {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut c = voxtok();
-    c.args([
-        "latex",
-        "--model",
-        &s(&fixture("llm/qwen2")),
-        "--max-new-tokens",
-        "12",
-        "-",
-    ]);
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all("x squared\n\none over x plus one\nикс в квадрате\n".as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let model = s(&fixture("llm/qwen2"));
+    let o = voxtok_stdin(
+        &["latex", "--model", &model, "--max-new-tokens", "12", "-"],
+        "x squared\n\none over x plus one\nикс в квадрате\n",
+    );
     let code = o.status.code().unwrap();
     // random weights: junk text (an empty answer counts as a failure → exit 1), never a usage error
     assert!(
