@@ -519,6 +519,9 @@ fn english() -> Lexicon {
     );
     b.rel(
         &[
+            "is approximately equal to",
+            "is approximately equal",
+            "approximately equals",
             "is approximately",
             "approximately equal to",
             "approximately",

@@ -116,3 +116,11 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn approximately_equal_is_one_relation() {
+    assert_eq!(en("x is approximately equal to two"), "x \\approx 2");
+    assert_eq!(en("x approximately equals two"), "x \\approx 2");
+    assert_eq!(en("x is approximately two"), "x \\approx 2");
+    assert_eq!(ru("икс приблизительно равно двум"), "x \\approx 2");
+}
