@@ -351,6 +351,81 @@ fn stdin_pcm_speech_end_flushes_final() {
     );
 }
 
+/// Speech, 1.5 s of silence, speech, streamed step by step (deterministic)
+/// with the energy VAD, as a WAV file.
+fn two_utterances(dir: &Path) -> String {
+    let raw = std::fs::read(fixture("audio/speech_16k_s16le.raw")).unwrap();
+    let speech: Vec<i16> = raw
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let mut s = speech.clone();
+    s.extend(vec![0i16; 24000]);
+    s.extend(&speech);
+    let wav = dir.join("two.wav");
+    write_wav(&wav, &s);
+    wav.display().to_string()
+}
+
+fn stream_lines(wav: &str, extra: &[&str]) -> Vec<Value> {
+    let m = model();
+    let mut a = vec!["stream", "--input", wav, "--model", &m, "--format", "jsonl"];
+    a.extend_from_slice(DECODE);
+    a.extend_from_slice(extra);
+    let (code, out, err) = run(&a);
+    assert_eq!(code, 0, "{err}");
+    lines(&out)
+}
+
+/// VAD-controlled finalization: the pause in speech is decoded once, so at
+/// the end of speech (min-silence later) the final line is that hypothesis,
+/// printed without another decode; there are no decodes in silence. With a
+/// min-silence shorter than the padding the pause decode cannot happen
+/// first, and every speech-end final needs its own decode (the counter is
+/// real). The confirmed text before the buffer is the next decode's prompt:
+/// turning that off changes only the second utterance, and an initial
+/// prompt changes the first.
+#[test]
+fn vad_speech_end_final_without_extra_decode_and_prompts() {
+    let d = tempfile::tempdir().unwrap();
+    let wav = two_utterances(d.path());
+    let v = stream_lines(&wav, &["--stats"]);
+    check_partials_never_contradict_finals(&v);
+    let stats = of_type(&v, "stats")[0].clone();
+    assert_eq!(stats["speech_end_finals"], 2, "{stats}");
+    assert_eq!(stats["speech_end_decodes"], 0, "{stats}");
+    // 2 utterances of 2.9 s at one decode per 1 s step, plus the pause decode.
+    assert!(stats["decodes"].as_u64().unwrap() <= 8, "{stats}");
+    assert!(stats["decode_cpu_median_s"].as_f64().is_some(), "{stats}");
+    // Each speech-end final is exactly the partial shown just before it.
+    let mut last_partial = None;
+    let mut ends = Vec::new();
+    for (i, x) in v.iter().enumerate() {
+        match x["type"].as_str().unwrap() {
+            "partial" => last_partial = Some(x["text"].clone()),
+            "final" if x["reason"] == "speech_end" => {
+                assert_eq!(Some(x["text"].clone()), last_partial, "{x}");
+                ends.push(i);
+            }
+            _ => last_partial = None,
+        }
+    }
+    assert_eq!(ends.len(), 2);
+
+    let v2 = stream_lines(&wav, &["--stats", "--min-silence-ms", "64"]);
+    let s2 = of_type(&v2, "stats")[0].clone();
+    let n = s2["speech_end_finals"].as_u64().unwrap();
+    assert!(n >= 2 && s2["speech_end_decodes"] == n, "{s2}");
+
+    let no_prompt = stream_lines(&wav, &["--condition-on-previous-text", "false"]);
+    let with_prompt = &v[..v.len() - 1]; // without the stats line
+    let first = ends[0] + 1;
+    assert_eq!(no_prompt[..first], with_prompt[..first]);
+    assert_ne!(no_prompt[first..], with_prompt[first..]);
+    let initial = stream_lines(&wav, &["--initial-prompt", "Integrals and limits."]);
+    assert_ne!(initial[0], with_prompt[0]);
+}
+
 /// Ctrl-C mid-run flushes the hypothesis as a final line and exits 130.
 #[test]
 fn sigint_flushes_and_exits_130() {

@@ -8,6 +8,16 @@
 //! every `--step` seconds of new audio (LocalAgreement-2 confirms text), and
 //! flushes the hypothesis as final when speech ends, the input ends or
 //! Ctrl-C is pressed.
+//!
+//! VAD-controlled decoding (whisper_streaming's VAC mode, plus one
+//! anticipation): no decode outside speech; when the VAD sees a pause in
+//! speech (`--speech-pad-ms` below its exit threshold) the buffer is decoded
+//! once up to the end of the speech and then not again during the pause, so
+//! that when the pause reaches `--min-silence-ms` the hypothesis already
+//! covers the whole utterance and is printed as final at once, with no
+//! further decode; if speech resumes, that decode was an ordinary step. A
+//! live source's backlog is always consumed before a decode (the loop skips
+//! to the newest audio instead of decoding stale steps).
 
 use crate::cmd::transcribe::{load_whisper, TaskArg};
 use crate::{exit::Exit, Global};
@@ -128,6 +138,13 @@ pub struct Args {
     /// Maximum tokens sampled per decode.
     #[arg(long, default_value_t = 224)]
     pub max_new_tokens: usize,
+    /// Text that starts every decode's prompt (e.g. vocabulary or style).
+    #[arg(long)]
+    pub initial_prompt: Option<String>,
+    /// Prompt each decode with the last 200 characters of the final text
+    /// before the buffer (as whisper_streaming does).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub condition_on_previous_text: bool,
     /// Print latency (median/p90 end of speech -> final line) and the loop's
     /// real-time factor on stderr (and a stats line in jsonl).
     #[arg(long)]
@@ -309,6 +326,8 @@ fn options(a: &Args) -> anyhow::Result<TranscribeOptions> {
     }
     o.decode.beam_size = a.beam_size;
     o.decode.sample_len = a.max_new_tokens;
+    o.decode.initial_prompt = a.initial_prompt.clone();
+    o.decode.condition_on_previous_text = a.condition_on_previous_text;
     if let Some(t) = a.temperature {
         if !(0.0..=2.0).contains(&t) {
             bail!("--temperature must be in 0..=2");
@@ -367,6 +386,15 @@ struct Engine<'a> {
     latencies: Vec<f64>,
     /// Process CPU time when the loop started (Linux).
     cpu0: Option<f64>,
+    /// (wall s, CPU s) of each decode.
+    decode_costs: Vec<(f64, Option<f64>)>,
+    /// Final lines at speech ends, and how many of them needed a decode.
+    speech_end_finals: usize,
+    speech_end_decodes: usize,
+    /// Most audio (s) waiting to be processed at any time (live sources).
+    max_lag: f64,
+    /// When the input's first sample was spoken (live sources; at 1x pace).
+    origin: Option<Instant>,
 }
 
 impl<'a> Engine<'a> {
@@ -403,7 +431,44 @@ impl<'a> Engine<'a> {
             busy: Duration::ZERO,
             latencies: Vec::new(),
             cpu0: process_cpu_s(),
+            decode_costs: Vec::new(),
+            speech_end_finals: 0,
+            speech_end_decodes: 0,
+            max_lag: 0.0,
+            origin: None,
         }
+    }
+
+    /// Runs `f` on the recognizer, recording the cost if it decoded.
+    fn asr_call<T>(
+        &mut self,
+        f: impl FnOnce(&mut OnlineWhisper<'a>) -> voxtok_models::whisper::Result<T>,
+    ) -> anyhow::Result<T> {
+        let n0 = self.asr.decode_stats().1;
+        let (t0, c0) = (Instant::now(), process_cpu_s());
+        let r = f(&mut self.asr)?;
+        if self.asr.decode_stats().1 > n0 {
+            let cpu = process_cpu_s().zip(c0).map(|(a, b)| a - b);
+            self.decode_costs.push((t0.elapsed().as_secs_f64(), cpu));
+        }
+        Ok(r)
+    }
+
+    /// The absolute sample up to which the buffer should be decoded now, if
+    /// a decode is due: in speech after `--step` s of new audio; in a pause
+    /// once, up to the end of the speech (plus padding), when the last
+    /// decode did not reach it.
+    fn due(&self) -> Option<usize> {
+        if !self.in_speech() {
+            return None;
+        }
+        if let Some(v) = &self.vad {
+            if let Some(te) = v.seg.pause_start() {
+                let end = te + v.seg.pad();
+                return (self.pos >= end && self.asr.decoded_end() < end).then_some(end);
+            }
+        }
+        (self.asr.pending_s() >= self.step).then(|| self.asr.end_sample())
     }
 
     fn in_speech(&self) -> bool {
@@ -413,8 +478,13 @@ impl<'a> Engine<'a> {
     fn receive(&mut self, m: SrcMsg) -> Option<Result<(), String>> {
         match m {
             SrcMsg::Audio(c) => {
+                let now = Instant::now();
+                self.origin.get_or_insert_with(|| {
+                    now.checked_sub(Duration::from_secs_f64(c.len() as f64 / LIVE_RATE as f64))
+                        .unwrap_or(now)
+                });
                 self.received += c.len();
-                self.arrivals.push((self.received, Instant::now()));
+                self.arrivals.push((self.received, now));
                 self.incoming.extend(c);
                 None
             }
@@ -443,10 +513,14 @@ impl<'a> Engine<'a> {
                     Err(_) => break,
                 }
             }
+            if self.live {
+                let lag = self.incoming.len() as f64 / LIVE_RATE as f64;
+                self.max_lag = self.max_lag.max(lag);
+            }
             let t0 = Instant::now();
             self.consume()?;
-            if self.in_speech() && self.asr.pending_s() >= self.step {
-                let u = self.asr.process()?;
+            if let Some(end) = self.due() {
+                let u = self.asr_call(|a| a.process_upto(end))?;
                 for c in &u.finals {
                     self.final_line(c, reason_name(c.reason));
                 }
@@ -476,7 +550,7 @@ impl<'a> Engine<'a> {
         while self.incoming.len() >= WINDOW {
             let win: Vec<f32> = self.incoming.drain(..WINDOW).collect();
             self.window(&win, false)?;
-            if !self.live && self.in_speech() && self.asr.pending_s() >= self.step {
+            if !self.live && self.due().is_some() {
                 break;
             }
         }
@@ -541,7 +615,7 @@ impl<'a> Engine<'a> {
             self.out.partial(&[]);
             return Ok(());
         }
-        self.flush(FlushWhy::SpeechEnd)
+        self.flush(FlushWhy::SpeechEnd(end))
     }
 
     fn finish_input(&mut self) -> anyhow::Result<()> {
@@ -564,8 +638,15 @@ impl<'a> Engine<'a> {
             self.out.partial(&[]);
             return Ok(());
         }
-        let c = self.asr.finish()?;
+        let (c, decoded) = match why {
+            FlushWhy::SpeechEnd(end) => self.asr_call(|a| a.finish_at(end))?,
+            _ => self.asr_call(|a| a.finish().map(|c| (c, true)))?,
+        };
         if let Some(c) = c {
+            if matches!(why, FlushWhy::SpeechEnd(_)) {
+                self.speech_end_finals += 1;
+                self.speech_end_decodes += usize::from(decoded);
+            }
             self.final_line(&c, why.name());
         }
         self.out.partial(&[]);
@@ -580,7 +661,11 @@ impl<'a> Engine<'a> {
         } else {
             None
         };
-        let printed = self.out.final_line(c, reason, since);
+        let at = self
+            .origin
+            .filter(|_| self.live)
+            .map(|o| o.elapsed().as_secs_f64());
+        let printed = self.out.final_line(c, reason, since, at);
         if let Some(l) = printed {
             self.latencies.push(l);
         }
@@ -606,6 +691,12 @@ impl<'a> Engine<'a> {
         let p90 = quantile(&l, 0.9);
         let (dt, n) = self.asr.decode_stats();
         let cpu = process_cpu_s().zip(self.cpu0).map(|(a, b)| a - b);
+        let mut walls: Vec<f64> = self.decode_costs.iter().map(|c| c.0).collect();
+        walls.sort_by(f64::total_cmp);
+        let mut cpus: Vec<f64> = self.decode_costs.iter().filter_map(|c| c.1).collect();
+        cpus.sort_by(f64::total_cmp);
+        let decode_cpu: Option<f64> =
+            (cpus.len() == self.decode_costs.len()).then(|| cpus.iter().sum());
         self.out.stats(json!({
             "type": "stats",
             "finals": l.len(),
@@ -619,11 +710,18 @@ impl<'a> Engine<'a> {
             "decode_s": round3(dt.as_secs_f64()),
             "cpu_s": cpu.map(round3),
             "rtf_cpu": cpu.filter(|_| audio_s > 0.0).map(|c| round3(c / audio_s)),
+            "decode_wall_median_s": quantile(&walls, 0.5).map(round3),
+            "decode_cpu_s": decode_cpu.map(round3),
+            "decode_cpu_median_s": quantile(&cpus, 0.5).map(round3),
+            "speech_end_finals": self.speech_end_finals,
+            "speech_end_decodes": self.speech_end_decodes,
+            "max_lag_s": self.live.then_some(round3(self.max_lag)),
         }));
         let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3} s"));
         eprintln!(
             "stream stats: {} final lines; end-of-speech -> final latency median {}, p90 {}{}; \
-             real-time factor {:.3} ({:.2} s processing / {:.2} s audio; {} decodes, {:.2} s decoding){}",
+             real-time factor {:.3} ({:.2} s processing / {:.2} s audio; {} decodes, {:.2} s decoding){}; \
+             per decode: median {} wall, {} CPU; {} of {} speech-end finals needed a decode{}",
             l.len(),
             f(med),
             f(p90),
@@ -636,14 +734,24 @@ impl<'a> Engine<'a> {
             cpu.map_or(String::new(), |c| format!(
                 "; CPU time {c:.2} s = {:.3} x audio",
                 c / audio_s.max(1e-9)
-            ))
+            )),
+            f(quantile(&walls, 0.5)),
+            f(quantile(&cpus, 0.5)),
+            self.speech_end_decodes,
+            self.speech_end_finals,
+            if self.live {
+                format!("; most audio waiting {:.2} s", self.max_lag)
+            } else {
+                String::new()
+            },
         );
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FlushWhy {
-    SpeechEnd,
+    /// The VAD ended speech at this sample.
+    SpeechEnd(usize),
     EndOfInput,
     Interrupted,
 }
@@ -651,7 +759,7 @@ enum FlushWhy {
 impl FlushWhy {
     fn name(self) -> &'static str {
         match self {
-            FlushWhy::SpeechEnd => "speech_end",
+            FlushWhy::SpeechEnd(_) => "speech_end",
             FlushWhy::EndOfInput => "end_of_input",
             FlushWhy::Interrupted => "interrupted",
         }
@@ -762,8 +870,15 @@ impl Printer {
         self.shown.clear();
     }
 
-    /// Prints a final line; returns the latency from `since` to now.
-    fn final_line(&mut self, c: &Confirmed, reason: &str, since: Option<Instant>) -> Option<f64> {
+    /// Prints a final line (`at`: seconds since the input started, live
+    /// sources); returns the latency from `since` to now.
+    fn final_line(
+        &mut self,
+        c: &Confirmed,
+        reason: &str,
+        since: Option<Instant>,
+        at: Option<f64>,
+    ) -> Option<f64> {
         let text = c.text();
         let latency = since.map(|t| t.elapsed().as_secs_f64());
         match self.format {
@@ -775,6 +890,7 @@ impl Printer {
                     "text": text,
                     "reason": reason,
                     "latency_s": latency.map(round3),
+                    "at_s": at.map(round3),
                 });
                 self.write(&format!("{line}\n"));
                 self.shown.clear();

@@ -54,6 +54,12 @@ impl OnlineSegmenter {
         self.in_speech
     }
 
+    /// While in speech: where the current run of below-exit-threshold
+    /// windows began (the speech may be ending there), if there is one.
+    pub fn pause_start(&self) -> Option<usize> {
+        self.temp_end.filter(|_| self.in_speech)
+    }
+
     /// Samples covered by the probabilities pushed so far.
     pub fn position(&self) -> usize {
         self.windows * WINDOW
@@ -113,11 +119,23 @@ mod tests {
     fn start_and_end_with_hysteresis() {
         let mut s = OnlineSegmenter::new(&params());
         let probs = [0.1, 0.9, 0.6, 0.4, 0.1, 0.1, 0.9, 0.2, 0.1, 0.1, 0.1];
+        let mut pauses = Vec::new();
         let ev: Vec<(usize, VadEvent)> = probs
             .iter()
             .enumerate()
-            .filter_map(|(i, &p)| s.push(p).map(|e| (i, e)))
+            .filter_map(|(i, &p)| {
+                let e = s.push(p).map(|e| (i, e));
+                pauses.push(s.pause_start().map(|t| t / 512));
+                e
+            })
             .collect();
+        // A pause is open from the first window below the exit threshold
+        // until speech resumes or ends (never outside speech).
+        let n = None;
+        assert_eq!(
+            pauses,
+            vec![n, n, n, n, Some(4), Some(4), n, Some(7), Some(7), n, n]
+        );
         // 0.4 is above the exit threshold 0.35: still speech. The 0.1, 0.1 run
         // is too short (2 windows); the final run of 4 ends it at window 7.
         assert_eq!(

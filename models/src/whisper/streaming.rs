@@ -7,11 +7,19 @@
 //! final. The buffer is trimmed at the end of a Whisper segment whose words
 //! are all confirmed once it is longer than `trim_s`.
 //!
-//! Differences from whisper_streaming: our decoder takes no text prompt, so
-//! the buffer is decoded without the confirmed text as prompt; word times
-//! are spread over each segment's timestamps in proportion to word length
-//! (no cross-attention alignment); confirmed words still in the buffer are
-//! matched against a new hypothesis by word edit distance instead of by time.
+//! As in whisper_streaming, each decode is prompted with the last
+//! [`PROMPT_CHARS`] characters of the confirmed text that lies before the
+//! buffer (after `DecodeOptions::initial_prompt`, if any), unless
+//! `condition_on_previous_text` is off. For the VAD-controlled mode the
+//! caller may decode only up to a sample ([`OnlineWhisper::process_upto`],
+//! e.g. the end of speech at a pause) and finalize with
+//! [`OnlineWhisper::finish_at`], which decodes again only when that
+//! hypothesis does not already cover the speech.
+//!
+//! Differences from whisper_streaming: word times are spread over each
+//! segment's timestamps in proportion to word length (no cross-attention
+//! alignment); confirmed words still in the buffer are matched against a new
+//! hypothesis by word edit distance instead of by time.
 
 use super::longform::{InMemory, Stream, TranscribeOptions, Transcriber, Transcript};
 use super::{Result, Whisper, WhisperError};
@@ -19,6 +27,12 @@ use std::time::{Duration, Instant};
 
 /// Samples per second of the audio buffer.
 const RATE: f64 = 16_000.0;
+
+/// Characters of confirmed text given as prompt (whisper_streaming: 200).
+pub const PROMPT_CHARS: usize = 200;
+
+/// Confirmed words kept for prompts.
+const HISTORY_WORDS: usize = 256;
 
 /// One word of a hypothesis, with times in seconds from the start of the stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,14 +193,55 @@ pub struct OnlineWhisper<'a> {
     tail: Vec<Word>,
     decode_time: Duration,
     decodes: usize,
+    /// Recent final words (prompt source).
+    history: Vec<Word>,
+    /// Text before the confirmed text in every prompt.
+    initial_prompt: Option<String>,
+    /// Characters of confirmed text in the prompt (0: none).
+    prompt_chars: usize,
+}
+
+/// The prompt for a buffer starting at `buffer_start_s`: the last words of
+/// `history` that end before the buffer, at least `chars` characters of them
+/// when there are enough (whisper_streaming's rule), after `initial`.
+pub fn prompt_text(
+    initial: Option<&str>,
+    history: &[Word],
+    buffer_start_s: f64,
+    chars: usize,
+) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    let mut len = 0;
+    for w in history
+        .iter()
+        .rev()
+        .filter(|w| w.end <= buffer_start_s + 1e-6)
+    {
+        if len >= chars {
+            break;
+        }
+        len += w.text.chars().count() + 1;
+        parts.push(&w.text);
+    }
+    parts.reverse();
+    let ctx = parts.join(" ");
+    let initial = initial.map(str::trim).filter(|p| !p.is_empty());
+    match (initial, ctx.is_empty()) {
+        (None, true) => None,
+        (None, false) => Some(ctx),
+        (Some(p), true) => Some(p.to_string()),
+        (Some(p), false) => Some(format!("{p} {ctx}")),
+    }
 }
 
 impl<'a> OnlineWhisper<'a> {
     /// `trim_s`: trim at a confirmed segment end once the buffer is longer;
     /// `max_buffer_s` (≤ 30): beyond it everything is confirmed and the buffer restarts.
+    /// `opts.decode.initial_prompt` starts every prompt; `condition_on_previous_text`
+    /// adds the confirmed text before the buffer.
     pub fn new(
         w: &'a Whisper,
-        opts: TranscribeOptions,
+        mut opts: TranscribeOptions,
         trim_s: f64,
         max_buffer_s: f64,
     ) -> Result<Self> {
@@ -195,6 +250,12 @@ impl<'a> OnlineWhisper<'a> {
                 "streaming buffer: need 0 < trim ({trim_s} s) <= max ({max_buffer_s} s) <= 30 s"
             )));
         }
+        let initial_prompt = opts.decode.initial_prompt.take();
+        let prompt_chars = if opts.decode.condition_on_previous_text {
+            PROMPT_CHARS
+        } else {
+            0
+        };
         Ok(OnlineWhisper {
             tr: Transcriber::new(w, opts)?,
             trim_s,
@@ -206,10 +267,14 @@ impl<'a> OnlineWhisper<'a> {
             tail: Vec::new(),
             decode_time: Duration::ZERO,
             decodes: 0,
+            history: Vec::new(),
+            initial_prompt,
+            prompt_chars,
         })
     }
 
-    /// Forgets everything; the next audio starts at absolute sample `at`.
+    /// Forgets the buffer and its hypothesis (not the confirmed text used as
+    /// prompt); the next audio starts at absolute sample `at`.
     pub fn reset(&mut self, at: usize) {
         self.buf.clear();
         self.buf_start = at;
@@ -238,6 +303,30 @@ impl<'a> OnlineWhisper<'a> {
         self.buf_start + self.buf.len()
     }
 
+    /// Absolute sample index just past the audio the last decode covered
+    /// (the buffer start when nothing was decoded since).
+    pub fn decoded_end(&self) -> usize {
+        self.buf_start + self.decoded_len
+    }
+
+    /// The prompt the next decode gets.
+    pub fn prompt(&self) -> Option<String> {
+        prompt_text(
+            self.initial_prompt.as_deref(),
+            &self.history,
+            self.buf_start as f64 / RATE,
+            self.prompt_chars,
+        )
+    }
+
+    /// Marks words final (kept as prompt context).
+    fn confirm(&mut self, words: Vec<Word>, reason: FinalReason) -> Confirmed {
+        self.history.extend(words.iter().cloned());
+        let extra = self.history.len().saturating_sub(HISTORY_WORDS);
+        self.history.drain(..extra);
+        Confirmed { words, reason }
+    }
+
     /// The unconfirmed tail of the last hypothesis.
     pub fn partial(&self) -> &[Word] {
         &self.tail
@@ -248,20 +337,23 @@ impl<'a> OnlineWhisper<'a> {
         (self.decode_time, self.decodes)
     }
 
-    /// Decodes the buffer: its words and segment ends (absolute times).
-    fn hypothesis(&mut self) -> Result<(Vec<Word>, Vec<SegmentEnd>)> {
+    /// Decodes the first `n` samples of the buffer: their words and segment
+    /// ends (absolute times).
+    fn hypothesis(&mut self, n: usize) -> Result<(Vec<Word>, Vec<SegmentEnd>)> {
+        let n = n.min(self.buf.len());
         let t0 = Instant::now();
-        let mut s = [Stream::new(Box::new(InMemory::new(self.buf.clone())))];
+        self.tr.opts.decode.initial_prompt = self.prompt();
+        let mut s = [Stream::new(Box::new(InMemory::new(self.buf[..n].to_vec())))];
         self.tr.run(&mut s)?;
         let [s] = s;
         let t = s.into_result().map_err(WhisperError::Decode)?;
         self.decode_time += t0.elapsed();
         self.decodes += 1;
-        self.decoded_len = self.buf.len();
+        self.decoded_len = n;
         Ok(transcript_words(
             &t,
             self.buf_start as f64 / RATE,
-            self.buffered_s(),
+            n as f64 / RATE,
         ))
     }
 
@@ -275,7 +367,13 @@ impl<'a> OnlineWhisper<'a> {
     /// One step: re-decode, confirm what two consecutive hypotheses agree
     /// on, trim the buffer when it is long.
     pub fn process(&mut self) -> Result<Update> {
-        let (words, segs) = self.hypothesis()?;
+        self.process_upto(self.end_sample())
+    }
+
+    /// [`Self::process`] decoding the buffer only up to absolute sample
+    /// `end` (the audio after it stays buffered).
+    pub fn process_upto(&mut self, end: usize) -> Result<Update> {
+        let (words, segs) = self.hypothesis(end.saturating_sub(self.buf_start))?;
         let k = self.unconfirmed(&words);
         let new = &words[k..];
         let n = common_prefix(&self.tail, new);
@@ -284,15 +382,12 @@ impl<'a> OnlineWhisper<'a> {
         self.confirmed.extend(agreed.iter().cloned());
         let mut finals = Vec::new();
         if !agreed.is_empty() {
-            finals.push(Confirmed {
-                words: agreed,
-                reason: FinalReason::Agreed,
-            });
+            finals.push(self.confirm(agreed, FinalReason::Agreed));
         }
         let upto = k + n;
         if self.buffered_s() > self.trim_s {
             let lo = self.buf_start as f64 / RATE;
-            let hi = self.end_sample() as f64 / RATE;
+            let hi = self.decoded_end() as f64 / RATE;
             let cut = segs
                 .iter()
                 .rev()
@@ -307,14 +402,15 @@ impl<'a> OnlineWhisper<'a> {
             }
         }
         if self.buffered_s() > self.max_buffer_s {
-            if !self.tail.is_empty() {
-                finals.push(Confirmed {
-                    words: std::mem::take(&mut self.tail),
-                    reason: FinalReason::BufferFull,
-                });
+            let tail = std::mem::take(&mut self.tail);
+            if !tail.is_empty() {
+                finals.push(self.confirm(tail, FinalReason::BufferFull));
             }
-            let end = self.end_sample();
-            self.reset(end);
+            // Audio past the decoded part starts the new buffer.
+            let rest = self.buf.split_off(self.decoded_len);
+            let at = self.decoded_end();
+            self.reset(at);
+            self.buf = rest;
         }
         Ok(Update {
             finals,
@@ -326,19 +422,28 @@ impl<'a> OnlineWhisper<'a> {
     /// decode, returns the unconfirmed words as final and restarts the
     /// buffer after the audio seen.
     pub fn finish(&mut self) -> Result<Option<Confirmed>> {
-        let words = if self.buf.len() > self.decoded_len {
-            let (words, _) = self.hypothesis()?;
+        Ok(self.finish_at(self.end_sample())?.0)
+    }
+
+    /// Confirms everything up to absolute sample `end` (e.g. the end of
+    /// speech): the unconfirmed words of the last hypothesis when it already
+    /// covers `end` (no decode), otherwise of a decode of the buffer up to
+    /// `end`. Restarts the buffer after all the audio seen. Also returns
+    /// whether it decoded.
+    pub fn finish_at(&mut self, end: usize) -> Result<(Option<Confirmed>, bool)> {
+        let n = end.saturating_sub(self.buf_start).min(self.buf.len());
+        let decode = n > self.decoded_len;
+        let words = if decode {
+            let (words, _) = self.hypothesis(n)?;
             let k = self.unconfirmed(&words);
             words[k..].to_vec()
         } else {
             std::mem::take(&mut self.tail)
         };
-        let end = self.end_sample();
-        self.reset(end);
-        Ok((!words.is_empty()).then_some(Confirmed {
-            words,
-            reason: FinalReason::Flushed,
-        }))
+        let at = self.end_sample();
+        self.reset(at);
+        let c = (!words.is_empty()).then(|| self.confirm(words, FinalReason::Flushed));
+        Ok((c, decode))
     }
 
     /// Confirms the unconfirmed tail of the last hypothesis without decoding.
@@ -346,10 +451,7 @@ impl<'a> OnlineWhisper<'a> {
         let words = std::mem::take(&mut self.tail);
         let end = self.end_sample();
         self.reset(end);
-        (!words.is_empty()).then_some(Confirmed {
-            words,
-            reason: FinalReason::Flushed,
-        })
+        (!words.is_empty()).then(|| self.confirm(words, FinalReason::Flushed))
     }
 }
 
@@ -441,6 +543,38 @@ mod tests {
         // "go home" at 6.
         assert_eq!(out, vec!["i", "think", "that", "we should", "go home"]);
         assert_eq!(join(&tail), "now");
+    }
+
+    #[test]
+    fn prompt_is_confirmed_text_before_the_buffer() {
+        // Words i..i+1 s long: "w0" ends at 1 s, "w1" at 2 s, ...
+        let h: Vec<Word> = (0..100)
+            .map(|i| Word {
+                start: i as f64,
+                end: i as f64 + 1.0,
+                text: format!("w{i}"),
+            })
+            .collect();
+        assert_eq!(prompt_text(None, &h, 0.5, 200), None);
+        assert_eq!(
+            prompt_text(Some(" Maths. "), &h, 0.5, 200).unwrap(),
+            "Maths."
+        );
+        // Only words ending before the buffer (at 3 s): w0 w1 w2.
+        assert_eq!(prompt_text(None, &h, 3.0, 200).unwrap(), "w0 w1 w2");
+        assert_eq!(
+            prompt_text(Some("Notes:"), &h, 3.0, 200).unwrap(),
+            "Notes: w0 w1 w2"
+        );
+        // At least `chars` characters, taken from the end, whole words.
+        let p = prompt_text(None, &h, 100.0, 10).unwrap();
+        assert_eq!(p, "w97 w98 w99");
+        let p = prompt_text(None, &h, 100.0, 200).unwrap();
+        // (The count includes one separator a word, as in whisper_streaming.)
+        assert!(p.len() + 1 >= 200 && p.ends_with("w99") && !p.starts_with("w0 "));
+        // Conditioning off: only the initial prompt.
+        assert_eq!(prompt_text(None, &h, 100.0, 0), None);
+        assert_eq!(prompt_text(Some("x"), &h, 100.0, 0).unwrap(), "x");
     }
 
     #[test]
