@@ -6,7 +6,6 @@ mod attention;
 mod config;
 mod engine;
 mod kv_cache;
-mod linear;
 mod model;
 mod rope;
 mod sampling;

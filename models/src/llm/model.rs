@@ -11,15 +11,14 @@
 use super::attention::cached_attention;
 use super::config::{Arch, LlmConfig};
 use super::kv_cache::KvCache;
-use super::linear::Linear;
 use super::rope::{inv_freq, Rope};
 use super::{LlmError, Result};
-use crate::runtime::ModelDir;
+use crate::runtime::{Linear, ModelDir};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 
 fn linear_b(i: usize, o: usize, bias: bool, vb: VarBuilder) -> candle_core::Result<Linear> {
-    candle_nn::linear_b(i, o, bias, vb).map(Linear::new)
+    candle_nn::linear_b(i, o, bias, vb).map(Linear::from)
 }
 
 struct Attention {
@@ -112,7 +111,7 @@ impl Decoder {
         }
         let norm = m.get(h, "norm.weight").map_err(wrap)?;
         let lm_head = if cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
-            Linear::new(candle_nn::Linear::new(embed.embeddings().clone(), None))
+            Linear::new(embed.embeddings().clone(), None)
         } else {
             linear_b(h, cfg.vocab_size, false, vb.pp("lm_head")).map_err(wrap)?
         };

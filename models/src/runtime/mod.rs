@@ -7,9 +7,11 @@
 pub mod audio_llm;
 pub mod ctranslate2;
 mod device;
+mod linear;
 mod model_dir;
 
 pub use device::{parse_device, parse_dtype, DeviceSpec};
+pub use linear::{xwt, Linear, SMALL_M};
 pub use model_dir::{
     default_model_candidates, find_asset_model, find_default_model, read_json, ModelDir,
 };
