@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: `config.json`, `generation_config.json`, `preprocessor_config.json`
 //! - [`model`]: encoder and decoder; [`kv_cache`]: preallocated decoder caches
+//!   (the encoder and its CPU float32 kernels: `encoder`, `encoder_cpu`)
 //! - [`tokenizer`]: `tokenizer.json` with Whisper's special tokens
 //! - [`decoding`]: greedy / beam search, suppression and timestamp rules,
 //!   temperature fallback, no-speech detection (one 30 s window)
@@ -14,6 +15,8 @@
 pub mod config;
 mod ct2;
 pub mod decoding;
+mod encoder;
+mod encoder_cpu;
 mod fastmath;
 pub mod kv_cache;
 pub mod languages;

@@ -1,5 +1,5 @@
-//! The Whisper network: audio encoder (2 convolutions + pre-LN transformer)
-//! and text decoder (causal self-attention with a preallocated KV cache,
+//! The Whisper network: the audio encoder ([`super::encoder`]) and text decoder
+//! (causal self-attention with a preallocated KV cache,
 //! cross-attention on the encoder output). Batched throughout; weights use
 //! the Hugging Face names (`model.encoder.*`, `model.decoder.*`).
 
@@ -7,7 +7,9 @@ use super::config::WhisperConfig;
 use super::kv_cache::{DecoderCache, KvCache};
 use crate::runtime::Linear;
 use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{Conv1d, Conv1dConfig, LayerNorm, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
+
+pub use super::encoder::Encoder;
 
 fn linear(i: usize, o: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     let w = vb.get((o, i), "weight")?;
@@ -20,21 +22,6 @@ fn layer_norm(n: usize, vb: VarBuilder) -> Result<LayerNorm> {
         vb.get(n, "weight")?,
         vb.get(n, "bias")?,
         1e-5,
-    ))
-}
-
-fn conv1d(i: usize, o: usize, stride: usize, vb: VarBuilder) -> Result<Conv1d> {
-    let cfg = Conv1dConfig {
-        padding: 1,
-        stride,
-        dilation: 1,
-        groups: 1,
-        cudnn_fwd_algo: None,
-    };
-    Ok(Conv1d::new(
-        vb.get((o, i, 3), "weight")?,
-        Some(vb.get(o, "bias")?),
-        cfg,
     ))
 }
 
@@ -166,82 +153,6 @@ impl Mlp {
             .fc2
             .forward(&self.fc1.forward(&self.ln.forward(x)?)?.gelu_erf()?)?;
         x + h
-    }
-}
-
-#[derive(Debug, Clone)]
-struct EncoderLayer {
-    attn: Attention,
-    attn_ln: LayerNorm,
-    mlp: Mlp,
-}
-
-impl EncoderLayer {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.attn_ln.forward(x)?;
-        let (k, v) = self.attn.kv(&h)?;
-        let q = self.attn.query(&h)?;
-        let x = (x + self.attn.attend(&q, &k, &v, None)?)?;
-        self.mlp.residual(&x)
-    }
-}
-
-/// The audio encoder: log-mel `[batch, n_mels, 2·frames]` → `[batch, frames, d]`.
-#[derive(Debug, Clone)]
-pub struct Encoder {
-    conv1: Conv1d,
-    conv2: Conv1d,
-    positions: Tensor,
-    layers: Vec<EncoderLayer>,
-    ln: LayerNorm,
-    n_mels: usize,
-}
-
-impl Encoder {
-    fn load(cfg: &WhisperConfig, vb: VarBuilder) -> Result<Self> {
-        let d = cfg.d_model;
-        let positions = if vb.contains_tensor("embed_positions.weight") {
-            vb.get((cfg.max_source_positions, d), "embed_positions.weight")?
-        } else {
-            sinusoids(cfg.max_source_positions, d, vb.device())?.to_dtype(vb.dtype())?
-        };
-        let layers = (0..cfg.encoder_layers)
-            .map(|i| {
-                let vb = vb.pp(format!("layers.{i}"));
-                Ok(EncoderLayer {
-                    attn: Attention::load(d, cfg.encoder_attention_heads, vb.pp("self_attn"))?,
-                    attn_ln: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
-                    mlp: Mlp::load(d, cfg.encoder_ffn(), &vb)?,
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self {
-            conv1: conv1d(cfg.num_mel_bins, d, 1, vb.pp("conv1"))?,
-            conv2: conv1d(d, d, 2, vb.pp("conv2"))?,
-            positions,
-            layers,
-            ln: layer_norm(d, vb.pp("layer_norm"))?,
-            n_mels: cfg.num_mel_bins,
-        })
-    }
-
-    /// Encodes a batch of log-mel windows.
-    pub fn forward(&self, mel: &Tensor) -> Result<Tensor> {
-        let (_, n_mels, frames) = mel.dims3()?;
-        if n_mels != self.n_mels || frames != 2 * self.positions.dim(0)? {
-            candle_core::bail!(
-                "encoder input is [{n_mels} × {frames}], the model expects [{} × {}]",
-                self.n_mels,
-                2 * self.positions.dim(0)?
-            );
-        }
-        let x = self.conv1.forward(mel)?.gelu_erf()?;
-        let x = self.conv2.forward(&x)?.gelu_erf()?;
-        let mut x = x.transpose(1, 2)?.broadcast_add(&self.positions)?;
-        for l in &self.layers {
-            x = l.forward(&x)?;
-        }
-        self.ln.forward(&x)
     }
 }
 
@@ -410,21 +321,6 @@ fn causal_mask(t: usize, past: usize, dtype: DType, dev: &Device) -> Result<Tens
         .flat_map(|i| (0..past + t).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0. }))
         .collect();
     Tensor::from_vec(m, (t, past + t), dev)?.to_dtype(dtype)
-}
-
-/// Whisper's sinusoidal encoder positions (used when the checkpoint lacks them).
-fn sinusoids(length: usize, channels: usize, dev: &Device) -> Result<Tensor> {
-    let half = channels / 2;
-    let inc = (10000f64).ln() / (half as f64 - 1.0);
-    let mut v = vec![0f32; length * channels];
-    for t in 0..length {
-        for i in 0..half {
-            let a = t as f64 * (-(i as f64) * inc).exp();
-            v[t * channels + i] = a.sin() as f32;
-            v[t * channels + half + i] = a.cos() as f32;
-        }
-    }
-    Tensor::from_vec(v, (length, channels), dev)
 }
 
 /// Encoder + decoder of one checkpoint.
