@@ -8,7 +8,8 @@
 //! incremental encoder ([`EncodecStream`]) whose codes equal whole-file
 //! encoding.
 
-use super::nn::{conv_weight, pad_reflect, Lstm, LstmState, TapConv};
+use super::nn::Lstm;
+use super::seanet::{run_layers, Conv, ConvT, Layer, PadMode, ResBlock, StackState};
 use super::{AudioTokenizer, CodecError, Result, TokenizerInfo};
 use crate::runtime::{Device, ModelDir};
 use candle_core::{DType, Tensor, D};
@@ -130,240 +131,84 @@ impl EncodecConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum PadMode {
-    Reflect,
-    Constant,
-    Replicate,
-}
-
-/// `EncodecConv1d`: causal (or asymmetric) padded conv, weight-normed or
-/// followed by a one-group GroupNorm.
-#[derive(Debug, Clone)]
-struct Conv {
-    weight: TapConv,
-    bias: Tensor,
+/// `EncodecConv1d`: a padded conv with bias, weight-normed or followed by a
+/// one-group GroupNorm (`time_group_norm`).
+#[allow(clippy::too_many_arguments)]
+fn load_conv(
+    cfg: &EncodecConfig,
+    pm: PadMode,
+    vb: VarBuilder,
+    cin: usize,
+    cout: usize,
+    k: usize,
     stride: usize,
     dilation: usize,
-    k_eff: usize,
-    causal: bool,
-    pad_mode: PadMode,
-    norm: Option<candle_nn::GroupNorm>,
-}
-
-impl Conv {
-    #[allow(clippy::too_many_arguments)]
-    fn load(
-        cfg: &EncodecConfig,
-        pad_mode: PadMode,
-        vb: VarBuilder,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        dilation: usize,
-    ) -> candle_core::Result<Self> {
-        let weight = TapConv::new(conv_weight(&vb.pp("conv"), (cout, cin, k))?, stride)?;
-        let bias = vb.pp("conv").get(cout, "bias")?;
-        let norm = if cfg.norm_type == "time_group_norm" {
-            Some(candle_nn::group_norm(1, cout, 1e-5, vb.pp("norm"))?)
-        } else {
-            None
-        };
-        Ok(Self {
-            weight,
-            bias,
-            stride,
-            dilation,
-            k_eff: (k - 1) * dilation + 1,
-            causal: cfg.use_causal_conv,
-            pad_mode,
-            norm,
-        })
-    }
-
-    fn padding_total(&self) -> usize {
-        self.k_eff - self.stride
-    }
-
-    fn extra_padding(&self, len: usize) -> usize {
-        let (k, s, pt) = (
-            self.k_eff as f64,
-            self.stride as f64,
-            self.padding_total() as f64,
-        );
-        let n_frames = ((len as f64 - k + pt) / s + 1.0).ceil() - 1.0;
-        let ideal = n_frames * s + k - pt;
-        (ideal - len as f64).max(0.0) as usize
-    }
-
-    fn pad(&self, xs: &Tensor, left: usize, right: usize) -> candle_core::Result<Tensor> {
-        match self.pad_mode {
-            PadMode::Reflect => pad_reflect(xs, left, right),
-            PadMode::Constant => xs.pad_with_zeros(D::Minus1, left, right),
-            PadMode::Replicate => xs.pad_with_same(D::Minus1, left, right),
-        }
-    }
-
-    /// Convolution without padding (the caller padded).
-    fn conv(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = self.weight.forward(xs, self.stride, self.dilation)?;
-        let ys = ys.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
-        match &self.norm {
-            Some(n) => candle_core::Module::forward(n, &ys),
-            None => Ok(ys),
-        }
-    }
-
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let extra = self.extra_padding(xs.dim(D::Minus1)?);
-        let pt = self.padding_total();
-        let xs = if self.causal {
-            self.pad(xs, pt, extra)?
-        } else {
-            let right = pt / 2;
-            self.pad(xs, pt - right, right + extra)?
-        };
-        self.conv(&xs)
-    }
+) -> candle_core::Result<Conv> {
+    let c = Conv::load(
+        cfg.use_causal_conv,
+        pm,
+        vb.clone(),
+        cin,
+        cout,
+        k,
+        stride,
+        dilation,
+        true,
+    )?;
+    Ok(if cfg.norm_type == "time_group_norm" {
+        c.with_norm(candle_nn::group_norm(1, cout, 1e-5, vb.pp("norm"))?)
+    } else {
+        c
+    })
 }
 
 /// `EncodecConvTranspose1d` with fixed-padding trimming.
-#[derive(Debug, Clone)]
-struct ConvT {
-    weight: Tensor,
-    bias: Tensor,
+fn load_convt(
+    cfg: &EncodecConfig,
+    vb: VarBuilder,
+    cin: usize,
+    cout: usize,
+    k: usize,
     stride: usize,
-    trim_left: usize,
-    trim_right: usize,
-    norm: Option<candle_nn::GroupNorm>,
+) -> candle_core::Result<ConvT> {
+    let c = ConvT::load(
+        cfg.use_causal_conv,
+        cfg.trim_right_ratio,
+        vb.clone(),
+        cin,
+        cout,
+        k,
+        stride,
+        1,
+        true,
+    )?;
+    Ok(if cfg.norm_type == "time_group_norm" {
+        c.with_norm(candle_nn::group_norm(1, cout, 1e-5, vb.pp("norm"))?)
+    } else {
+        c
+    })
 }
 
-impl ConvT {
-    fn load(
-        cfg: &EncodecConfig,
-        vb: VarBuilder,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-    ) -> candle_core::Result<Self> {
-        let weight = conv_weight(&vb.pp("conv"), (cin, cout, k))?;
-        let bias = vb.pp("conv").get(cout, "bias")?;
-        let norm = if cfg.norm_type == "time_group_norm" {
-            Some(candle_nn::group_norm(1, cout, 1e-5, vb.pp("norm"))?)
-        } else {
-            None
-        };
-        let pt = k - stride;
-        let right = if cfg.use_causal_conv {
-            (pt as f64 * cfg.trim_right_ratio).ceil() as usize
-        } else {
-            pt / 2
-        };
-        Ok(Self {
-            weight,
-            bias,
-            stride,
-            trim_left: pt - right,
-            trim_right: right,
-            norm,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = xs.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?;
-        let ys = ys.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
-        let ys = match &self.norm {
-            Some(n) => candle_core::Module::forward(n, &ys)?,
-            None => ys,
-        };
-        let len = ys.dim(D::Minus1)?;
-        ys.narrow(
-            D::Minus1,
-            self.trim_left,
-            len - self.trim_left - self.trim_right,
-        )
-    }
-}
-
-/// SEANet residual block: ELU, conv(k, dilation), ELU, conv(1) + shortcut.
-#[derive(Debug, Clone)]
-struct ResBlock {
-    conv1: Conv,
-    conv2: Conv,
-    shortcut: Option<Conv>,
-}
-
-impl ResBlock {
-    fn load(
-        cfg: &EncodecConfig,
-        pm: PadMode,
-        vb: VarBuilder,
-        dim: usize,
-        dilation: usize,
-    ) -> candle_core::Result<Self> {
-        let h = dim / cfg.compress;
-        let conv1 = Conv::load(
-            cfg,
-            pm,
-            vb.pp("block.1"),
-            dim,
-            h,
-            cfg.residual_kernel_size,
-            1,
-            dilation,
-        )?;
-        let conv2 = Conv::load(cfg, pm, vb.pp("block.3"), h, dim, 1, 1, 1)?;
-        let shortcut = if cfg.use_conv_shortcut {
-            Some(Conv::load(cfg, pm, vb.pp("shortcut"), dim, dim, 1, 1, 1)?)
-        } else {
-            None
-        };
-        Ok(Self {
-            conv1,
-            conv2,
-            shortcut,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = self.conv1.forward(&xs.elu(1.0)?)?;
-        let ys = self.conv2.forward(&ys.elu(1.0)?)?;
-        let res = match &self.shortcut {
-            Some(s) => s.forward(xs)?,
-            None => xs.clone(),
-        };
-        res + ys
-    }
-}
-
-/// One entry of the encoder/decoder `layers` list (HF module indices).
-#[derive(Debug, Clone)]
-enum Layer {
-    Conv(Conv),
-    ConvT(ConvT),
-    Res(Box<ResBlock>),
-    Lstm(Lstm),
-    Elu,
-}
-
-fn run_layers(layers: &[Layer], xs: &Tensor) -> candle_core::Result<Tensor> {
-    let mut xs = xs.clone();
-    for l in layers {
-        xs = match l {
-            Layer::Conv(c) => c.forward(&xs)?,
-            Layer::ConvT(c) => c.forward(&xs)?,
-            Layer::Res(r) => r.forward(&xs)?,
-            Layer::Lstm(lstm) => {
-                let (b, _, _) = xs.dims3()?;
-                let mut st = lstm.zero_state(b, xs.dtype(), xs.device())?;
-                (lstm.forward(&xs, &mut st)? + &xs)?
-            }
-            Layer::Elu => xs.elu(1.0)?,
-        };
-    }
-    Ok(xs)
+/// SEANet residual block with EnCodec's convs.
+fn res_block(
+    cfg: &EncodecConfig,
+    pm: PadMode,
+    vb: VarBuilder,
+    dim: usize,
+    dilation: usize,
+) -> candle_core::Result<ResBlock> {
+    let conv = |vb: VarBuilder, cin: usize, cout: usize, k: usize, d: usize| {
+        load_conv(cfg, pm, vb, cin, cout, k, 1, d)
+    };
+    ResBlock::load(
+        &conv,
+        vb,
+        dim,
+        dim / cfg.compress,
+        cfg.residual_kernel_size,
+        dilation,
+        cfg.use_conv_shortcut,
+    )
 }
 
 fn load_encoder(
@@ -375,7 +220,7 @@ fn load_encoder(
     let mut layers = Vec::new();
     let push = |layers: &mut Vec<Layer>, l: Layer| layers.push(l);
     let next = |layers: &Vec<Layer>| vb.pp(layers.len());
-    let c = Conv::load(
+    let c = load_conv(
         cfg,
         pm,
         next(&layers),
@@ -390,7 +235,7 @@ fn load_encoder(
     for &ratio in cfg.upsampling_ratios.iter().rev() {
         let dim = scaling * cfg.num_filters;
         for j in 0..cfg.num_residual_layers {
-            let r = ResBlock::load(
+            let r = res_block(
                 cfg,
                 pm,
                 next(&layers),
@@ -400,7 +245,7 @@ fn load_encoder(
             push(&mut layers, Layer::Res(Box::new(r)));
         }
         push(&mut layers, Layer::Elu);
-        let c = Conv::load(cfg, pm, next(&layers), dim, dim * 2, ratio * 2, ratio, 1)?;
+        let c = load_conv(cfg, pm, next(&layers), dim, dim * 2, ratio * 2, ratio, 1)?;
         push(&mut layers, Layer::Conv(c));
         scaling *= 2;
     }
@@ -408,7 +253,7 @@ fn load_encoder(
     let l = Lstm::load(&next(&layers).pp("lstm"), dim, cfg.num_lstm_layers)?;
     push(&mut layers, Layer::Lstm(l));
     push(&mut layers, Layer::Elu);
-    let c = Conv::load(
+    let c = load_conv(
         cfg,
         pm,
         next(&layers),
@@ -432,7 +277,7 @@ fn load_decoder(
     let next = |layers: &Vec<Layer>| vb.pp(layers.len());
     let mut scaling = 1usize << cfg.upsampling_ratios.len();
     let dim = scaling * cfg.num_filters;
-    let c = Conv::load(
+    let c = load_conv(
         cfg,
         pm,
         next(&layers),
@@ -448,10 +293,10 @@ fn load_decoder(
     for &ratio in cfg.upsampling_ratios.iter() {
         let dim = scaling * cfg.num_filters;
         layers.push(Layer::Elu);
-        let c = ConvT::load(cfg, next(&layers), dim, dim / 2, ratio * 2, ratio)?;
+        let c = load_convt(cfg, next(&layers), dim, dim / 2, ratio * 2, ratio)?;
         layers.push(Layer::ConvT(c));
         for j in 0..cfg.num_residual_layers {
-            let r = ResBlock::load(
+            let r = res_block(
                 cfg,
                 pm,
                 next(&layers),
@@ -463,7 +308,7 @@ fn load_decoder(
         scaling /= 2;
     }
     layers.push(Layer::Elu);
-    let c = Conv::load(
+    let c = load_conv(
         cfg,
         pm,
         next(&layers),
@@ -537,11 +382,8 @@ impl Encodec {
                 cfg.audio_channels
             )));
         }
-        let pm = match cfg.pad_mode.as_str() {
-            "reflect" => PadMode::Reflect,
-            "constant" | "zero" => PadMode::Constant,
-            "replicate" => PadMode::Replicate,
-            other => return Err(bad(format!("pad_mode `{other}`"))),
+        let Some(pm) = PadMode::parse(&cfg.pad_mode) else {
+            return Err(bad(format!("pad_mode `{}`", cfg.pad_mode)));
         };
         if !matches!(cfg.norm_type.as_str(), "weight_norm" | "time_group_norm") {
             return Err(bad(format!("norm_type `{}`", cfg.norm_type)));
@@ -656,25 +498,6 @@ impl AudioTokenizer for Encodec {
 
 // ------------------------------------------------------------- streaming
 
-/// Per-layer state of the incremental encoder.
-enum LayerState {
-    /// Pending input of a conv (`[B, C, t]`); `started` once the left
-    /// padding has been applied; `seen` counts input samples.
-    Conv {
-        buf: Option<Tensor>,
-        started: bool,
-        seen: usize,
-    },
-    Res {
-        c1: Box<LayerState>,
-        c2: Box<LayerState>,
-        sc: Box<LayerState>,
-        pending: Option<Tensor>,
-    },
-    Lstm(Option<LstmState>),
-    Stateless,
-}
-
 /// Incremental EnCodec encoder: push audio chunks, get code frames as soon
 /// as they are fully determined; [`EncodecStream::finish`] flushes the
 /// tail. The concatenated codes equal [`AudioTokenizer::encode`] on the
@@ -682,7 +505,7 @@ enum LayerState {
 pub struct EncodecStream<'a> {
     model: &'a Encodec,
     codebooks: usize,
-    states: Vec<LayerState>,
+    seanet: StackState,
     total_in: usize,
     /// Audio held back until the first conv can apply its reflect padding.
     head: Vec<f32>,
@@ -690,11 +513,10 @@ pub struct EncodecStream<'a> {
 
 impl<'a> EncodecStream<'a> {
     fn new(model: &'a Encodec, codebooks: usize) -> Self {
-        let states = model.encoder.iter().map(initial_state).collect();
         Self {
             model,
             codebooks,
-            states,
+            seanet: StackState::new(&model.encoder),
             total_in: 0,
             head: Vec::new(),
         }
@@ -736,22 +558,16 @@ impl<'a> EncodecStream<'a> {
     }
 
     fn started(&self) -> bool {
-        matches!(
-            self.states.first(),
-            Some(LayerState::Conv { started: true, .. })
-        )
+        self.seanet.started()
     }
 
     fn run(&mut self, samples: &[f32], last: bool) -> Result<super::Codes> {
-        let mut xs = Some(Tensor::from_slice(
+        let xs = Some(Tensor::from_slice(
             samples,
             (1, 1, samples.len()),
             &self.model.device,
         )?);
-        for (layer, st) in self.model.encoder.iter().zip(self.states.iter_mut()) {
-            xs = step_layer(layer, st, xs, last)?;
-        }
-        let codes = match xs {
+        let codes = match self.seanet.step(&self.model.encoder, xs, last)? {
             Some(emb) if emb.dim(2)? > 0 => self.model.quantize(&emb, self.codebooks)?,
             _ => {
                 return Ok(super::Codes {
@@ -762,177 +578,6 @@ impl<'a> EncodecStream<'a> {
             }
         };
         super::Codes::from_tensor(&codes)
-    }
-}
-
-fn initial_state(layer: &Layer) -> LayerState {
-    match layer {
-        Layer::Conv(_) => LayerState::Conv {
-            buf: None,
-            started: false,
-            seen: 0,
-        },
-        Layer::Res(_) => LayerState::Res {
-            c1: Box::new(LayerState::Conv {
-                buf: None,
-                started: false,
-                seen: 0,
-            }),
-            c2: Box::new(LayerState::Conv {
-                buf: None,
-                started: false,
-                seen: 0,
-            }),
-            sc: Box::new(LayerState::Conv {
-                buf: None,
-                started: false,
-                seen: 0,
-            }),
-            pending: None,
-        },
-        Layer::Lstm(_) => LayerState::Lstm(None),
-        _ => LayerState::Stateless,
-    }
-}
-
-fn cat_opt(a: Option<Tensor>, b: Option<Tensor>) -> candle_core::Result<Option<Tensor>> {
-    Ok(match (a, b) {
-        (None, b) => b,
-        (a, None) => a,
-        (Some(a), Some(b)) => Some(Tensor::cat(&[&a, &b], 2)?),
-    })
-}
-
-/// Streams one conv: buffer input, pad the left once, emit every output
-/// frame whose window is complete; at the end pad the right like
-/// `Conv::forward` would for the total length.
-fn step_conv(
-    c: &Conv,
-    st: &mut LayerState,
-    xs: Option<Tensor>,
-    last: bool,
-) -> candle_core::Result<Option<Tensor>> {
-    let LayerState::Conv { buf, started, seen } = st else {
-        unreachable!("conv state")
-    };
-    if let Some(x) = &xs {
-        *seen += x.dim(2)?;
-    }
-    let mut b = cat_opt(buf.take(), xs)?;
-    let Some(mut cur) = b.take() else {
-        return Ok(None);
-    };
-    let pt = c.padding_total();
-    if !*started {
-        // Reflect padding needs more than `pt` samples (or the final tail).
-        if cur.dim(2)? <= pt && !last {
-            *buf = Some(cur);
-            return Ok(None);
-        }
-        cur = if c.causal {
-            c.pad(&cur, pt, 0)?
-        } else {
-            c.pad(&cur, pt - pt / 2, 0)?
-        };
-        *started = true;
-    }
-    if last {
-        let right = if c.causal { 0 } else { pt / 2 };
-        let extra = c.extra_padding(*seen);
-        if right + extra > 0 {
-            cur = pad_right_stream(c, &cur, right + extra)?;
-        }
-    }
-    let len = cur.dim(2)?;
-    if len < c.k_eff {
-        *buf = Some(cur);
-        return Ok(None);
-    }
-    let n = (len - c.k_eff) / c.stride + 1;
-    let ys = c.conv(&cur.narrow(2, 0, (n - 1) * c.stride + c.k_eff)?)?;
-    let consumed = n * c.stride;
-    if consumed < len {
-        *buf = Some(cur.narrow(2, consumed, len - consumed)?);
-    }
-    Ok(Some(ys))
-}
-
-/// Right padding at the end of a stream. Reflect padding mirrors the last
-/// samples, which are still buffered (the buffer holds at least `k - stride`
-/// samples, and the extra padding is shorter than the stride).
-fn pad_right_stream(c: &Conv, cur: &Tensor, right: usize) -> candle_core::Result<Tensor> {
-    match c.pad_mode {
-        PadMode::Reflect if cur.dim(2)? > right => pad_reflect(cur, 0, right),
-        PadMode::Reflect => candle_core::bail!("stream tail too short for reflect padding"),
-        _ => c.pad(cur, 0, right),
-    }
-}
-
-fn step_layer(
-    layer: &Layer,
-    st: &mut LayerState,
-    xs: Option<Tensor>,
-    last: bool,
-) -> candle_core::Result<Option<Tensor>> {
-    match layer {
-        Layer::Conv(c) => step_conv(c, st, xs, last),
-        Layer::Elu => xs.map(|x| x.elu(1.0)).transpose(),
-        Layer::Lstm(lstm) => {
-            let LayerState::Lstm(state) = st else {
-                unreachable!("lstm state")
-            };
-            let Some(x) = xs else { return Ok(None) };
-            if x.dim(2)? == 0 {
-                return Ok(Some(x));
-            }
-            let s = match state {
-                Some(s) => s,
-                None => state.insert(lstm.zero_state(x.dim(0)?, x.dtype(), x.device())?),
-            };
-            Ok(Some((lstm.forward(&x, s)? + &x)?))
-        }
-        Layer::Res(r) => {
-            let LayerState::Res {
-                c1,
-                c2,
-                sc,
-                pending,
-            } = st
-            else {
-                unreachable!("res state")
-            };
-            // Main branch and shortcut advance at different paces at the very
-            // start (the k>1 conv waits for its reflect padding): keep the
-            // shortcut output until the main branch catches up.
-            let main = step_conv(
-                &r.conv1,
-                c1,
-                xs.as_ref().map(|x| x.elu(1.0)).transpose()?,
-                last,
-            )?;
-            let main = step_conv(&r.conv2, c2, main.map(|x| x.elu(1.0)).transpose()?, last)?;
-            let short = match &r.shortcut {
-                Some(s) => step_conv(s, sc, xs, last)?,
-                None => xs,
-            };
-            let short = cat_opt(pending.take(), short)?;
-            match (main, short) {
-                (Some(m), Some(s)) => {
-                    let n = m.dim(2)?;
-                    let ns = s.dim(2)?;
-                    if ns > n {
-                        *pending = Some(s.narrow(2, n, ns - n)?);
-                    }
-                    Ok(Some((m + s.narrow(2, 0, n)?)?))
-                }
-                (None, s) => {
-                    *pending = s;
-                    Ok(None)
-                }
-                (Some(_), None) => candle_core::bail!("residual branch ahead of its shortcut"),
-            }
-        }
-        Layer::ConvT(_) => candle_core::bail!("transposed conv in the encoder"),
     }
 }
 

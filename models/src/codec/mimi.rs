@@ -11,9 +11,11 @@
 //! an incremental encoder ([`MimiStream`]) whose codes equal whole-file
 //! encoding.
 
-use super::nn::{conv_weight, pad_reflect, TapConv};
+use super::seanet::{
+    run_layers, step_conv, Conv, ConvState, ConvT, Layer, PadMode, ResBlock, StackState,
+};
 use super::{AudioTokenizer, CodecError, Codes, Result, TokenizerInfo};
-use crate::runtime::{Device, ModelDir};
+use crate::runtime::{Device, Linear, ModelDir};
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
 use serde::Deserialize;
@@ -189,265 +191,27 @@ impl MimiConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum PadMode {
-    Constant,
-    Replicate,
-    Reflect,
-}
-
-fn pad(mode: PadMode, xs: &Tensor, left: usize, right: usize) -> candle_core::Result<Tensor> {
-    if left == 0 && right == 0 {
-        return Ok(xs.clone());
-    }
-    match mode {
-        PadMode::Constant => xs.pad_with_zeros(D::Minus1, left, right),
-        PadMode::Replicate => xs.pad_with_same(D::Minus1, left, right),
-        PadMode::Reflect => pad_reflect(xs, left, right),
-    }
-}
-
-/// `MimiConv1d`: causal (or asymmetric) padded conv, optional bias.
-#[derive(Debug, Clone)]
-struct Conv {
-    weight: TapConv,
-    bias: Option<Tensor>,
-    stride: usize,
-    dilation: usize,
-    k_eff: usize,
-    causal: bool,
+/// A residual block with Mimi's convs (bias, the model's padding).
+fn res_block(
+    cfg: &MimiConfig,
     mode: PadMode,
-}
-
-impl Conv {
-    #[allow(clippy::too_many_arguments)]
-    fn load(
-        causal: bool,
-        mode: PadMode,
-        vb: VarBuilder,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        dilation: usize,
-        bias: bool,
-    ) -> candle_core::Result<Self> {
-        let vb = vb.pp("conv");
-        let weight = TapConv::new(conv_weight(&vb, (cout, cin, k))?, stride)?;
-        let bias = if bias {
-            Some(vb.get(cout, "bias")?)
-        } else {
-            None
-        };
-        Ok(Self {
-            weight,
-            bias,
-            stride,
-            dilation,
-            k_eff: (k - 1) * dilation + 1,
-            causal,
-            mode,
-        })
-    }
-
-    fn padding_total(&self) -> usize {
-        self.k_eff - self.stride
-    }
-
-    /// Right padding that makes the last window complete (transformers'
-    /// `_get_extra_padding_for_conv1d`).
-    fn extra_padding(&self, len: usize) -> usize {
-        let (k, s, pt) = (
-            self.k_eff as f64,
-            self.stride as f64,
-            self.padding_total() as f64,
-        );
-        let n_frames = ((len as f64 - k + pt) / s + 1.0).ceil() - 1.0;
-        let ideal = n_frames * s + k - pt;
-        (ideal - len as f64).max(0.0) as usize
-    }
-
-    /// Convolution without padding (the caller padded).
-    fn conv(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = self.weight.forward(xs, self.stride, self.dilation)?;
-        match &self.bias {
-            Some(b) => ys.broadcast_add(&b.reshape((1, (), 1))?),
-            None => Ok(ys),
-        }
-    }
-
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let extra = self.extra_padding(xs.dim(D::Minus1)?);
-        let pt = self.padding_total();
-        let xs = if self.causal {
-            pad(self.mode, xs, pt, extra)?
-        } else {
-            let right = pt / 2;
-            pad(self.mode, xs, pt - right, right + extra)?
-        };
-        self.conv(&xs)
-    }
-}
-
-/// `MimiConvTranspose1d` with fixed-padding trimming; depthwise (groups =
-/// channels) runs as an overlap-add of per-channel products.
-#[derive(Debug, Clone)]
-struct ConvT {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    stride: usize,
-    groups: usize,
-    trim_left: usize,
-    trim_right: usize,
-}
-
-impl ConvT {
-    #[allow(clippy::too_many_arguments)]
-    fn load(
-        cfg: &MimiConfig,
-        vb: VarBuilder,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        groups: usize,
-        bias: bool,
-    ) -> candle_core::Result<Self> {
-        let vb = vb.pp("conv");
-        let weight = conv_weight(&vb, (cin, cout / groups, k))?;
-        let bias = if bias {
-            Some(vb.get(cout, "bias")?)
-        } else {
-            None
-        };
-        let pt = k - stride;
-        let right = if cfg.use_causal_conv {
-            (pt as f64 * cfg.trim_right_ratio).ceil() as usize
-        } else {
-            pt / 2
-        };
-        Ok(Self {
-            weight,
-            bias,
-            stride,
-            groups,
-            trim_left: pt - right,
-            trim_right: right,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let (cin, cout_g, k) = self.weight.dims3()?;
-        let ys = if self.groups == cin && cout_g == 1 && k % self.stride == 0 {
-            // y[c, t·s + j] += x[c, t] · w[c, j]: products [B, C, T, k],
-            // then k/s shifted overlap-adds of [B, C, T·s].
-            let (b, c, t) = xs.dims3()?;
-            let s = self.stride;
-            let m = k / s;
-            let w = self.weight.reshape((1, c, 1, k))?;
-            let prod = xs.unsqueeze(3)?.broadcast_mul(&w)?; // [B, C, T, k]
-            let mut acc: Option<Tensor> = None;
-            for o in 0..m {
-                let part = prod
-                    .narrow(3, o * s, s)?
-                    .reshape((b, c, t * s))?
-                    .pad_with_zeros(2, o * s, (m - 1 - o) * s)?;
-                acc = Some(match acc {
-                    None => part,
-                    Some(a) => (a + part)?,
-                });
-            }
-            acc.expect("k >= stride")
-        } else {
-            xs.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, self.groups)?
-        };
-        let ys = match &self.bias {
-            Some(bias) => ys.broadcast_add(&bias.reshape((1, (), 1))?)?,
-            None => ys,
-        };
-        let len = ys.dim(D::Minus1)?;
-        ys.narrow(
-            D::Minus1,
-            self.trim_left,
-            len - self.trim_left - self.trim_right,
-        )
-    }
-}
-
-/// SEANet residual block: ELU, conv(k, dilation), ELU, conv(1) + shortcut.
-#[derive(Debug, Clone)]
-struct ResBlock {
-    conv1: Conv,
-    conv2: Conv,
-    shortcut: Option<Conv>,
-}
-
-impl ResBlock {
-    fn load(
-        cfg: &MimiConfig,
-        mode: PadMode,
-        vb: VarBuilder,
-        dim: usize,
-        dilation: usize,
-    ) -> candle_core::Result<Self> {
-        let c = cfg.use_causal_conv;
-        let h = dim / cfg.compress;
-        let k = cfg.residual_kernel_size;
-        let conv1 = Conv::load(c, mode, vb.pp("block.1"), dim, h, k, 1, dilation, true)?;
-        let conv2 = Conv::load(c, mode, vb.pp("block.3"), h, dim, 1, 1, 1, true)?;
-        let shortcut = if cfg.use_conv_shortcut {
-            Some(Conv::load(
-                c,
-                mode,
-                vb.pp("shortcut"),
-                dim,
-                dim,
-                1,
-                1,
-                1,
-                true,
-            )?)
-        } else {
-            None
-        };
-        Ok(Self {
-            conv1,
-            conv2,
-            shortcut,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = self.conv1.forward(&xs.elu(1.0)?)?;
-        let ys = self.conv2.forward(&ys.elu(1.0)?)?;
-        let res = match &self.shortcut {
-            Some(s) => s.forward(xs)?,
-            None => xs.clone(),
-        };
-        res + ys
-    }
-}
-
-/// One entry of the SEANet `layers` list (HF module indices).
-#[derive(Debug, Clone)]
-enum Layer {
-    Conv(Conv),
-    ConvT(ConvT),
-    Res(Box<ResBlock>),
-    Elu,
-}
-
-fn run_layers(layers: &[Layer], xs: &Tensor) -> candle_core::Result<Tensor> {
-    let mut xs = xs.clone();
-    for l in layers {
-        xs = match l {
-            Layer::Conv(c) => c.forward(&xs)?,
-            Layer::ConvT(c) => c.forward(&xs)?,
-            Layer::Res(r) => r.forward(&xs)?,
-            Layer::Elu => xs.elu(1.0)?,
-        };
-    }
-    Ok(xs)
+    vb: VarBuilder,
+    dim: usize,
+    dilation: usize,
+) -> candle_core::Result<ResBlock> {
+    let c = cfg.use_causal_conv;
+    let conv = |vb: VarBuilder, cin: usize, cout: usize, k: usize, d: usize| {
+        Conv::load(c, mode, vb, cin, cout, k, 1, d, true)
+    };
+    ResBlock::load(
+        &conv,
+        vb,
+        dim,
+        dim / cfg.compress,
+        cfg.residual_kernel_size,
+        dilation,
+        cfg.use_conv_shortcut,
+    )
 }
 
 fn load_encoder(
@@ -476,7 +240,7 @@ fn load_encoder(
         let dim = scaling * cfg.num_filters;
         for j in 0..cfg.num_residual_layers {
             let d = cfg.dilation_growth_rate.pow(j as u32);
-            let r = ResBlock::load(cfg, mode, next(&layers), dim, d)?;
+            let r = res_block(cfg, mode, next(&layers), dim, d)?;
             layers.push(Layer::Res(Box::new(r)));
         }
         layers.push(Layer::Elu);
@@ -536,11 +300,21 @@ fn load_decoder(
     for &ratio in &ratios {
         let dim = scaling * cfg.num_filters;
         layers.push(Layer::Elu);
-        let up = ConvT::load(cfg, next(&layers), dim, dim / 2, ratio * 2, ratio, 1, true)?;
+        let up = ConvT::load(
+            c,
+            cfg.trim_right_ratio,
+            next(&layers),
+            dim,
+            dim / 2,
+            ratio * 2,
+            ratio,
+            1,
+            true,
+        )?;
         layers.push(Layer::ConvT(up));
         for j in 0..cfg.num_residual_layers {
             let d = cfg.dilation_growth_rate.pow(j as u32);
-            let r = ResBlock::load(cfg, mode, next(&layers), dim / 2, d)?;
+            let r = res_block(cfg, mode, next(&layers), dim / 2, d)?;
             layers.push(Layer::Res(Box::new(r)));
         }
         scaling /= 2;
@@ -608,36 +382,18 @@ struct Transformer {
     act: Act,
 }
 
-/// A linear layer with its weight stored transposed and contiguous
-/// (`[in, out]`), so a 2-D matmul never copies the weight: this matters for
-/// streaming, where each call sees only a frame or two.
-#[derive(Debug, Clone)]
-struct Linear {
-    w_t: Tensor,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, d) = xs.dims3()?;
-        let ys = xs.reshape((b * t, d))?.matmul(&self.w_t)?;
-        let ys = match &self.bias {
-            Some(bias) => ys.broadcast_add(bias)?,
-            None => ys,
-        };
-        ys.reshape((b, t, ()))
-    }
-}
-
+/// Loads `weight` `[dout, din]` (and `bias`): the shared linear, whose few-row
+/// kernel streams the weight once per call (a streaming push sees a frame or
+/// two) and whose larger calls run one 2-D GEMM without copying the weight.
 fn linear(vb: VarBuilder, din: usize, dout: usize, bias: bool) -> candle_core::Result<Linear> {
-    Ok(Linear {
-        w_t: vb.get((dout, din), "weight")?.t()?.contiguous()?,
-        bias: if bias {
+    Ok(Linear::new(
+        vb.get((dout, din), "weight")?,
+        if bias {
             Some(vb.get(dout, "bias")?)
         } else {
             None
         },
-    })
+    ))
 }
 
 impl Transformer {
@@ -823,7 +579,8 @@ impl Transformer {
 #[derive(Debug, Clone)]
 struct Codebook {
     embed: Tensor,
-    embed_t: Tensor,
+    /// `x · embedᵀ` (the few-row kernel for a streamed frame or two).
+    scores: Linear,
     /// `sum(embed^2)` per entry, `[1, C]`.
     e2: Tensor,
 }
@@ -832,10 +589,10 @@ impl Codebook {
     fn load(vb: VarBuilder, size: usize, dim: usize) -> candle_core::Result<Self> {
         let sum = vb.get((size, dim), "embed_sum")?;
         let usage = vb.get(size, "cluster_usage")?.clamp(1e-5f32, f32::MAX)?;
-        let embed = sum.broadcast_div(&usage.unsqueeze(1)?)?;
+        let embed = sum.broadcast_div(&usage.unsqueeze(1)?)?.contiguous()?;
         let e2 = embed.sqr()?.sum_keepdim(1)?.t()?;
         Ok(Self {
-            embed_t: embed.t()?.contiguous()?,
+            scores: Linear::new(embed.clone(), None),
             embed,
             e2,
         })
@@ -844,7 +601,7 @@ impl Codebook {
     /// Nearest entry for each row of `xs` `[M, D]` → `[M]` u32.
     fn quantize(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let x2 = xs.sqr()?.sum_keepdim(1)?;
-        let xe = (xs.matmul(&self.embed_t)? * 2.0)?;
+        let xe = (self.scores.forward(xs)? * 2.0)?;
         let dist = x2.broadcast_sub(&xe)?.broadcast_add(&self.e2)?;
         dist.argmin(D::Minus1)
     }
@@ -953,11 +710,8 @@ impl Mimi {
                 cfg.audio_channels
             )));
         }
-        let mode = match cfg.pad_mode.as_str() {
-            "constant" | "zero" => PadMode::Constant,
-            "replicate" => PadMode::Replicate,
-            "reflect" => PadMode::Reflect,
-            other => return Err(bad(format!("pad_mode `{other}`"))),
+        let Some(mode) = PadMode::parse(&cfg.pad_mode) else {
+            return Err(bad(format!("pad_mode `{}`", cfg.pad_mode)));
         };
         if cfg.num_semantic_quantizers == 0 || cfg.num_semantic_quantizers >= cfg.num_quantizers {
             return Err(bad(format!(
@@ -1001,7 +755,17 @@ impl Mimi {
                     "upsample_groups = {groups} does not divide {h}"
                 )));
             }
-            let up = ConvT::load(&cfg, vb.pp("upsample"), h, h, 2 * s, s, groups, false)?;
+            let up = ConvT::load(
+                cfg.use_causal_conv,
+                cfg.trim_right_ratio,
+                vb.pp("upsample"),
+                h,
+                h,
+                2 * s,
+                s,
+                groups,
+                false,
+            )?;
             (Some(down), Some(up))
         } else {
             (None, None)
@@ -1143,141 +907,6 @@ impl AudioTokenizer for Mimi {
 
 // ------------------------------------------------------------- streaming
 
-/// Streaming state of one causal conv: pending input, whether the left
-/// padding has been applied, and how many input samples it has seen.
-#[derive(Debug, Default)]
-struct ConvState {
-    buf: Option<Tensor>,
-    started: bool,
-    seen: usize,
-}
-
-enum LayerState {
-    Conv(ConvState),
-    Res {
-        c1: ConvState,
-        c2: ConvState,
-        sc: ConvState,
-        pending: Option<Tensor>,
-    },
-    Stateless,
-}
-
-fn cat_opt(a: Option<Tensor>, b: Option<Tensor>) -> candle_core::Result<Option<Tensor>> {
-    Ok(match (a, b) {
-        (None, b) => b,
-        (a, None) => a,
-        (Some(a), Some(b)) => Some(Tensor::cat(&[&a, &b], 2)?),
-    })
-}
-
-/// Streams one conv: buffer input, pad the left once, emit every output
-/// frame whose window is complete; at the end pad the right like
-/// `Conv::forward` does for the total length.
-fn step_conv(
-    c: &Conv,
-    st: &mut ConvState,
-    xs: Option<Tensor>,
-    last: bool,
-) -> candle_core::Result<Option<Tensor>> {
-    if let Some(x) = &xs {
-        st.seen += x.dim(2)?;
-    }
-    let Some(mut cur) = cat_opt(st.buf.take(), xs)? else {
-        return Ok(None);
-    };
-    let pt = c.padding_total();
-    let left = if c.causal { pt } else { pt - pt / 2 };
-    if !st.started {
-        // Constant/replicate padding needs one sample, reflect more than `left`.
-        let need = if c.mode == PadMode::Reflect {
-            left + 1
-        } else {
-            1
-        };
-        if cur.dim(2)? < need && !last {
-            st.buf = Some(cur);
-            return Ok(None);
-        }
-        cur = pad(c.mode, &cur, left, 0)?;
-        st.started = true;
-    }
-    if last {
-        let right = if c.causal { 0 } else { pt / 2 } + c.extra_padding(st.seen);
-        if right > 0 {
-            if c.mode == PadMode::Reflect && cur.dim(2)? <= right {
-                candle_core::bail!("stream tail too short for reflect padding");
-            }
-            cur = pad(c.mode, &cur, 0, right)?;
-        }
-    }
-    let len = cur.dim(2)?;
-    if len < c.k_eff {
-        st.buf = Some(cur);
-        return Ok(None);
-    }
-    let n = (len - c.k_eff) / c.stride + 1;
-    let ys = c.conv(&cur.narrow(2, 0, (n - 1) * c.stride + c.k_eff)?)?;
-    let consumed = n * c.stride;
-    if consumed < len {
-        st.buf = Some(cur.narrow(2, consumed, len - consumed)?);
-    }
-    Ok(Some(ys))
-}
-
-fn step_layer(
-    layer: &Layer,
-    st: &mut LayerState,
-    xs: Option<Tensor>,
-    last: bool,
-) -> candle_core::Result<Option<Tensor>> {
-    match (layer, st) {
-        (Layer::Conv(c), LayerState::Conv(s)) => step_conv(c, s, xs, last),
-        (Layer::Elu, _) => xs.map(|x| x.elu(1.0)).transpose(),
-        (
-            Layer::Res(r),
-            LayerState::Res {
-                c1,
-                c2,
-                sc,
-                pending,
-            },
-        ) => {
-            let main = step_conv(
-                &r.conv1,
-                c1,
-                xs.as_ref().map(|x| x.elu(1.0)).transpose()?,
-                last,
-            )?;
-            let main = step_conv(&r.conv2, c2, main.map(|x| x.elu(1.0)).transpose()?, last)?;
-            let short = match &r.shortcut {
-                Some(s) => step_conv(s, sc, xs, last)?,
-                None => xs,
-            };
-            // The branches may advance at different paces (a reflect-padded
-            // conv waits for samples): keep the shortcut until the main
-            // branch catches up.
-            let short = cat_opt(pending.take(), short)?;
-            match (main, short) {
-                (Some(m), Some(s)) => {
-                    let n = m.dim(2)?;
-                    let ns = s.dim(2)?;
-                    if ns > n {
-                        *pending = Some(s.narrow(2, n, ns - n)?);
-                    }
-                    Ok(Some((m + s.narrow(2, 0, n)?)?))
-                }
-                (None, s) => {
-                    *pending = s;
-                    Ok(None)
-                }
-                (Some(_), None) => candle_core::bail!("residual branch ahead of its shortcut"),
-            }
-        }
-        _ => candle_core::bail!("streaming state does not match the layer"),
-    }
-}
-
 /// Incremental Mimi encoder: push audio chunks, get code frames as soon as
 /// they are final; [`MimiStream::finish`] flushes the tail. The
 /// concatenated codes equal [`AudioTokenizer::encode`] on the whole signal
@@ -1286,7 +915,7 @@ fn step_layer(
 pub struct MimiStream<'a> {
     model: &'a Mimi,
     codebooks: usize,
-    states: Vec<LayerState>,
+    seanet: StackState,
     kv: Vec<KvCache>,
     /// SEANet frames already through the transformer (RoPE position).
     pos: usize,
@@ -1296,24 +925,10 @@ pub struct MimiStream<'a> {
 
 impl<'a> MimiStream<'a> {
     fn new(model: &'a Mimi, codebooks: usize) -> Self {
-        let states = model
-            .encoder
-            .iter()
-            .map(|l| match l {
-                Layer::Conv(_) => LayerState::Conv(ConvState::default()),
-                Layer::Res(_) => LayerState::Res {
-                    c1: ConvState::default(),
-                    c2: ConvState::default(),
-                    sc: ConvState::default(),
-                    pending: None,
-                },
-                _ => LayerState::Stateless,
-            })
-            .collect();
         Self {
             model,
             codebooks,
-            states,
+            seanet: StackState::new(&model.encoder),
             kv: vec![KvCache::default(); model.encoder_transformer.layers.len()],
             pos: 0,
             down: ConvState::default(),
@@ -1362,11 +977,7 @@ impl<'a> MimiStream<'a> {
 
     fn run(&mut self, xs: Option<Tensor>, last: bool) -> Result<Codes> {
         let m = self.model;
-        let mut xs = xs;
-        for (layer, st) in m.encoder.iter().zip(self.states.iter_mut()) {
-            xs = step_layer(layer, st, xs, last)?;
-        }
-        let xs = match xs {
+        let xs = match self.seanet.step(&m.encoder, xs, last)? {
             Some(x) if x.dim(2)? > 0 => {
                 let t = x.dim(2)?;
                 let y = m.encoder_transformer.forward(

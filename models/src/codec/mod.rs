@@ -12,6 +12,7 @@ pub mod llm_mapping;
 pub mod mimi;
 mod nn;
 pub mod npy;
+mod seanet;
 pub mod ssl;
 
 use crate::runtime::{Device, ModelDir, RuntimeError, Tensor};
