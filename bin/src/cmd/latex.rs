@@ -7,6 +7,7 @@
 use crate::{exit::Exit, Global};
 use anyhow::{bail, Context};
 use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use voxtok_models::latex::{convert, Lang};
 
@@ -141,7 +142,18 @@ fn run_llm(
         .filter(|l| !l.trim().is_empty())
         .map(|l| l.trim().to_string())
         .collect();
-    let mut results = c.convert_batch(&todo).into_iter();
+    // First Ctrl-C: stop generating, print what was made (one line per input
+    // line still), exit 130; a second one exits at once.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+    let mut results = c.convert_batch_until(&todo, &stop).into_iter();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failed = 0;
@@ -168,5 +180,9 @@ fn run_llm(
         }
     }
     out.flush()?;
+    if stop.load(Ordering::SeqCst) {
+        eprintln!("interrupted: lines not finished are cut or empty");
+        return Ok(Exit::Interrupted);
+    }
     Ok(Exit::from_failures(failed))
 }

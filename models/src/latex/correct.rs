@@ -19,6 +19,7 @@
 
 use crate::llm::{GenerateRequest, Llm, LlmError, SamplingParams};
 use crate::text::ChatMessage;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The S2L system prompt.
 pub const SYSTEM_PROMPT: &str = "You are a helpful assistant.";
@@ -104,6 +105,17 @@ impl LatexCorrector {
     /// LaTeX (one line, possibly empty) for each input, in order; an input
     /// that fails (prompt too long for the context, ...) gets its error.
     pub fn convert_batch(&self, inputs: &[String]) -> Vec<Result<String, LlmError>> {
+        self.convert_batch_until(inputs, &AtomicBool::new(false))
+    }
+
+    /// Like [`LatexCorrector::convert_batch`], stopping once `stop` is set
+    /// (Ctrl-C): inputs being generated keep the line made so far, inputs not
+    /// started get an "interrupted" error.
+    pub fn convert_batch_until(
+        &self,
+        inputs: &[String],
+        stop: &AtomicBool,
+    ) -> Vec<Result<String, LlmError>> {
         let mut results: Vec<Option<Result<String, LlmError>>> =
             (0..inputs.len()).map(|_| None).collect();
         let mut reqs = Vec::new();
@@ -125,12 +137,17 @@ impl LatexCorrector {
             .unwrap_or(1)
             .min(max_pos);
         let mut engine = self.llm.engine(self.max_batch, capacity);
-        engine.run(reqs, |k, r| {
+        engine.run_until(reqs, stop, |k, r| {
             results[index[k]] = Some(r.map(|g| one_line(&g.text)));
         });
+        let missing = if stop.load(Ordering::SeqCst) {
+            "interrupted"
+        } else {
+            "not generated"
+        };
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(LlmError::Input("not generated".into()))))
+            .map(|r| r.unwrap_or_else(|| Err(LlmError::Input(missing.into()))))
             .collect()
     }
 }

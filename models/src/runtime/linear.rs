@@ -9,6 +9,8 @@
 //! order: at one row it runs at memory bandwidth, and more rows reuse each
 //! weight load from registers and L1, so 8 rows cost little more than one.
 //! Other shapes, dtypes and devices go through candle's matmul, unchanged.
+//! `VOXTOK_SMALL_M=0` in the environment turns the kernel off (candle's matmul
+//! for every shape), for same-binary A/B benchmarks.
 
 use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor};
 use rayon::prelude::*;
@@ -70,7 +72,7 @@ impl Linear {
             return Ok(None);
         }
         let m = x.elem_count() / k.max(1);
-        if m == 0 || m > SMALL_M {
+        if m == 0 || m > SMALL_M || !enabled() {
             return Ok(None);
         }
         let (ws, wl) = w.storage_and_layout();
@@ -98,6 +100,12 @@ impl Linear {
         *shape.last_mut().expect("rank >= 1") = n;
         Ok(Some(Tensor::from_vec(y, shape, x.device())?))
     }
+}
+
+/// False when `VOXTOK_SMALL_M=0` (read once).
+fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VOXTOK_SMALL_M").map_or(true, |v| v != "0"))
 }
 
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])`, all row-major and contiguous;
