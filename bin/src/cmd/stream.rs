@@ -391,6 +391,8 @@ struct Engine<'a> {
     /// Final lines at speech ends, and how many of them needed a decode.
     speech_end_finals: usize,
     speech_end_decodes: usize,
+    /// Decodes at pauses in speech.
+    pause_decodes: usize,
     /// Most audio (s) waiting to be processed at any time (live sources).
     max_lag: f64,
     /// When the input's first sample was spoken (live sources; at 1x pace).
@@ -434,6 +436,7 @@ impl<'a> Engine<'a> {
             decode_costs: Vec::new(),
             speech_end_finals: 0,
             speech_end_decodes: 0,
+            pause_decodes: 0,
             max_lag: 0.0,
             origin: None,
         }
@@ -458,17 +461,19 @@ impl<'a> Engine<'a> {
     /// a decode is due: in speech after `--step` s of new audio; in a pause
     /// once, up to the end of the speech (plus padding), when the last
     /// decode did not reach it.
-    fn due(&self) -> Option<usize> {
+    /// Also says whether it is a pause decode.
+    fn due(&self) -> Option<(usize, bool)> {
         if !self.in_speech() {
             return None;
         }
         if let Some(v) = &self.vad {
             if let Some(te) = v.seg.pause_start() {
                 let end = te + v.seg.pad();
-                return (self.pos >= end && self.asr.decoded_end() < end).then_some(end);
+                let due = self.pos >= end && self.asr.decoded_end() < end;
+                return due.then_some((end, true));
             }
         }
-        (self.asr.pending_s() >= self.step).then(|| self.asr.end_sample())
+        (self.asr.pending_s() >= self.step).then(|| (self.asr.end_sample(), false))
     }
 
     fn in_speech(&self) -> bool {
@@ -519,7 +524,8 @@ impl<'a> Engine<'a> {
             }
             let t0 = Instant::now();
             self.consume()?;
-            if let Some(end) = self.due() {
+            if let Some((end, pause)) = self.due() {
+                self.pause_decodes += usize::from(pause);
                 let u = self.asr_call(|a| a.process_upto(end))?;
                 for c in &u.finals {
                     self.final_line(c, reason_name(c.reason));
@@ -715,6 +721,7 @@ impl<'a> Engine<'a> {
             "decode_cpu_median_s": quantile(&cpus, 0.5).map(round3),
             "speech_end_finals": self.speech_end_finals,
             "speech_end_decodes": self.speech_end_decodes,
+            "pause_decodes": self.pause_decodes,
             "max_lag_s": self.live.then_some(round3(self.max_lag)),
         }));
         let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3} s"));
