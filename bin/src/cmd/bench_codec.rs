@@ -483,56 +483,92 @@ fn markdown(codec: &str, model: &str, rows: &[Row], peak: Option<f64>) -> String
     s
 }
 
-/// A small line plot of SI-SDR (dB) against bitrate (kbps).
+/// Small line plots of each quality metric present (SI-SDR, mel distance,
+/// STOI, dWER) against bitrate (kbps), one panel per metric, two per row.
 fn svg(codec: &str, rows: &[Row]) -> String {
-    let pts: Vec<(f64, f64)> = rows
+    type Metric = fn(&Row) -> Option<f64>;
+    let metrics: [(&str, Metric); 4] = [
+        ("SI-SDR (dB, higher is better)", |r| r.si_sdr_db),
+        ("mel distance (lower is better)", |r| r.mel_distance),
+        ("STOI (higher is better)", |r| r.stoi),
+        ("dWER % (lower is better)", |r| r.dwer),
+    ];
+    let panels: Vec<(&str, Vec<(f64, f64)>)> = metrics
         .iter()
-        .filter_map(|r| r.si_sdr_db.map(|y| (r.bitrate_kbps, y)))
+        .map(|(name, f)| {
+            let pts = rows
+                .iter()
+                .filter_map(|r| f(r).filter(|y| y.is_finite()).map(|y| (r.bitrate_kbps, y)))
+                .collect::<Vec<_>>();
+            (*name, pts)
+        })
+        .filter(|(_, pts)| !pts.is_empty())
         .collect();
-    let (w, h, m) = (480.0, 320.0, 50.0);
-    let (x0, x1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
-        (a.0.min(p.0), a.1.max(p.0))
-    });
-    let (y0, y1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
-        (a.0.min(p.1), a.1.max(p.1))
-    });
+    // Without any metric, still draw the (empty) SI-SDR axes.
+    let panels = if panels.is_empty() {
+        vec![(metrics[0].0, Vec::new())]
+    } else {
+        panels
+    };
+    let (pw, ph) = (400.0, 280.0);
+    let cols = panels.len().min(2);
+    let nrows = panels.len().div_ceil(2);
+    let (w, h) = (pw * cols as f64, 36.0 + ph * nrows as f64);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{cx}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{codec}: quality vs bitrate</text>\n",
+        cx = w / 2.0
+    );
+    for (i, (name, pts)) in panels.iter().enumerate() {
+        let (ox, oy) = (pw * (i % 2) as f64, 36.0 + ph * (i / 2) as f64);
+        s += &panel(name, pts, ox, oy, pw, ph);
+    }
+    s + "</svg>\n"
+}
+
+/// One panel at `(ox, oy)` of size `w × h`: axes, 5 ticks each, the line.
+fn panel(name: &str, pts: &[(f64, f64)], ox: f64, oy: f64, w: f64, h: f64) -> String {
+    let (ml, mr, mt, mb) = (56.0, 16.0, 24.0, 40.0);
+    let fold = |f: fn(&(f64, f64)) -> f64| {
+        pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
+            (a.0.min(f(p)), a.1.max(f(p)))
+        })
+    };
+    let ((_, x1), (y0, y1)) = (fold(|p| p.0), fold(|p| p.1));
     let (x0, x1) = if pts.is_empty() {
         (0.0, 1.0)
     } else {
-        (0.0, x1.max(x0 + 1e-9) * 1.1)
+        (0.0, x1.max(1e-9) * 1.1)
     };
     let (y0, y1) = if pts.is_empty() {
         (0.0, 1.0)
     } else {
-        (y0.min(0.0) - 1.0, y1.max(y0 + 1.0) + 1.0)
+        let pad = ((y1 - y0) * 0.1).max(1e-3 * y1.abs().max(1.0));
+        (y0 - pad, y1 + pad)
     };
-    let px = |x: f64| m + (x - x0) / (x1 - x0) * (w - 2.0 * m);
-    let py = |y: f64| h - m - (y - y0) / (y1 - y0) * (h - 2.0 * m);
+    let (l, r, t, b) = (ox + ml, ox + w - mr, oy + mt, oy + h - mb);
+    let px = |x: f64| l + (x - x0) / (x1 - x0) * (r - l);
+    let py = |y: f64| b - (y - y0) / (y1 - y0) * (b - t);
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <line x1=\"{m}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\n\
-         <line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{b}\" stroke=\"black\"/>\n\
-         <text x=\"{cx}\" y=\"{t}\" text-anchor=\"middle\">bitrate (kbps)</text>\n\
-         <text x=\"14\" y=\"{cy}\" transform=\"rotate(-90 14 {cy})\" text-anchor=\"middle\">SI-SDR (dB)</text>\n\
-         <text x=\"{cx}\" y=\"24\" text-anchor=\"middle\">{codec}: quality vs bitrate</text>\n",
-        b = h - m,
-        r = w - m,
-        cx = w / 2.0,
-        cy = h / 2.0,
-        t = h - 12.0
+        "<g>\n<text x=\"{cx:.1}\" y=\"{ty:.1}\" text-anchor=\"middle\">{name}</text>\n\
+         <line x1=\"{l:.1}\" y1=\"{b:.1}\" x2=\"{r:.1}\" y2=\"{b:.1}\" stroke=\"black\"/>\n\
+         <line x1=\"{l:.1}\" y1=\"{t:.1}\" x2=\"{l:.1}\" y2=\"{b:.1}\" stroke=\"black\"/>\n\
+         <text x=\"{cx:.1}\" y=\"{xl:.1}\" text-anchor=\"middle\">bitrate (kbps)</text>\n",
+        cx = (l + r) / 2.0,
+        ty = oy + 14.0,
+        xl = oy + h - 6.0,
     );
     for i in 0..=4 {
         let xv = x0 + (x1 - x0) * i as f64 / 4.0;
         let yv = y0 + (y1 - y0) * i as f64 / 4.0;
+        let yp = if (y1 - y0).abs() < 0.1 { 3 } else { 1 };
         s += &format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{xv:.2}</text>\n",
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{xv:.2}</text>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{yv:.yp$}</text>\n",
             px(xv),
-            h - m + 16.0
-        );
-        s += &format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{yv:.1}</text>\n",
-            m - 4.0,
+            b + 16.0,
+            l - 4.0,
             py(yv) + 4.0
         );
     }
@@ -544,14 +580,14 @@ fn svg(codec: &str, rows: &[Row]) -> String {
         "<polyline fill=\"none\" stroke=\"steelblue\" stroke-width=\"2\" points=\"{}\"/>\n",
         path.join(" ")
     );
-    for &(x, y) in &pts {
+    for &(x, y) in pts {
         s += &format!(
             "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"steelblue\"/>\n",
             px(x),
             py(y)
         );
     }
-    s + "</svg>\n"
+    s + "</g>\n"
 }
 
 #[cfg(test)]
@@ -574,5 +610,49 @@ mod tests {
             .map(|(i, v)| v + 0.5 * ((i * 7919) % 13) as f32 / 13.0)
             .collect();
         assert!(si_sdr(&x, &noisy) > si_sdr(&x, &noisier));
+    }
+
+    fn row(kbps: f64, sdr: f64, stoi: Option<f64>) -> Row {
+        Row {
+            codebooks: 1,
+            bitrate_kbps: kbps,
+            frame_rate: 75.0,
+            token_rate: 75.0,
+            files: 1,
+            audio_s: 1.0,
+            encode_s: 0.1,
+            decode_s: Some(0.1),
+            encode_xrt: 10.0,
+            decode_xrt: Some(10.0),
+            si_sdr_db: Some(sdr),
+            mel_distance: Some(1.0 / kbps),
+            stoi,
+            dwer: None,
+        }
+    }
+
+    /// One panel per metric that has values (dWER absent here), each with
+    /// its points, and no NaN coordinates.
+    #[test]
+    fn svg_plots_every_present_metric() {
+        let rows = [
+            row(1.5, 2.0, Some(0.7)),
+            row(3.0, 5.0, Some(0.8)),
+            row(6.0, 7.5, Some(0.9)),
+        ];
+        let s = svg("encodec", &rows);
+        assert_eq!(s.matches("<polyline").count(), 3);
+        assert_eq!(s.matches("<circle").count(), 9);
+        for name in ["SI-SDR", "mel distance", "STOI"] {
+            assert!(s.contains(name), "{name} panel missing");
+        }
+        assert!(!s.contains("dWER"));
+        assert!(!s.contains("NaN") && !s.contains("inf"));
+        // Only SI-SDR present: one panel.
+        let one = [Row {
+            mel_distance: None,
+            ..row(1.5, 2.0, None)
+        }];
+        assert_eq!(svg("dac", &one).matches("<polyline").count(), 1);
     }
 }
