@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Mimi throughput: voxtok vs transformers on the same random-weight model at the
 # real checkpoint's size (kyutai/mimi config), same audio, same thread count,
-# one script run; then streaming voxtok encode on ONE thread (80 ms chunks).
+# one script run; then streaming voxtok encode on ONE thread, in chunks of each of
+# $STREAM_MS (default "80 320") ms, each beside whole-file encoding on one thread in
+# the same process (the ratio is the figure to quote on a loaded machine).
 #
 #   tools/bench/mimi.sh [SECONDS] [THREADS] [CODEBOOKS]   (default 5 s, 2 threads, 8 codebooks)
 set -euo pipefail
@@ -18,21 +20,31 @@ export OMP_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
 "$PYTHON" tools/bench/codec_mimi.py --out "$OUT" --seconds "$SECONDS_AUDIO" --threads "$THREADS" --codebooks "$K"
 "$VOXTOK" -q bench codec --dataset "$OUT/audio_24k.wav" --codec mimi --model "$OUT/mimi" \
     --codebooks "$K" --repeat 2 --json "$OUT/voxtok.json"
-RAYON_NUM_THREADS=1 "$VOXTOK" -q bench codec --dataset "$OUT/audio_24k.wav" --codec mimi --model "$OUT/mimi" \
-    --codebooks "$K" --repeat 1 --stream-chunk-ms 80 --json "$OUT/voxtok_stream_1thread.json" | tail -n 2
-"$PYTHON" - "$OUT" <<'PY'
+STREAM_MS=${STREAM_MS:-80 320}
+for MS in $STREAM_MS; do
+    RAYON_NUM_THREADS=1 "$VOXTOK" -q bench codec --dataset "$OUT/audio_24k.wav" --codec mimi --model "$OUT/mimi" \
+        --codebooks "$K" --repeat 1 --stream-chunk-ms "$MS" --json "$OUT/voxtok_stream_1thread_${MS}ms.json" | tail -n 2
+done
+"$PYTHON" - "$OUT" $STREAM_MS <<'PY'
 import json, sys
-out = sys.argv[1]
+out, chunks = sys.argv[1], sys.argv[2:]
 t = json.load(open(f"{out}/transformers.json"))["mimi"]
 v = json.load(open(f"{out}/voxtok.json"))
 r = v["rows"][0]
-s = json.load(open(f"{out}/voxtok_stream_1thread.json"))["streaming"][0]
+streams = [json.load(open(f"{out}/voxtok_stream_1thread_{ms}ms.json")) for ms in chunks]
+s = streams[0]["streaming"][0]
 table = "\n".join([
     "| codec | codebooks | voxtok encode xRT | transformers encode xRT | ratio | voxtok decode xRT | transformers decode xRT | ratio | voxtok peak RSS MiB | streaming encode xRT (1 thread) | identical |",
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     f"| mimi | {r['codebooks']} | {r['encode_xrt']:.1f} | {t['encode_xrt']:.1f} | {r['encode_xrt']/t['encode_xrt']:.2f}x "
     f"| {r['decode_xrt']:.1f} | {t['decode_xrt']:.1f} | {r['decode_xrt']/t['decode_xrt']:.2f}x | {v['peak_rss_mib']:.0f} "
-    f"| {s['encode_xrt']:.1f} | {s['identical_to_whole_file']} |"])
+    f"| {s['encode_xrt']:.1f} | {s['identical_to_whole_file']} |",
+    "",
+    "| chunk ms | streaming encode xRT (1 thread) | whole-file encode xRT (1 thread, same process) | ratio | identical |",
+    "|---:|---:|---:|---:|---|"] + [
+    f"| {st['streaming'][0]['chunk_ms']:.0f} | {st['streaming'][0]['encode_xrt']:.2f} | {st['rows'][0]['encode_xrt']:.2f} "
+    f"| {st['streaming'][0]['encode_xrt'] / st['rows'][0]['encode_xrt']:.2f} | {st['streaming'][0]['identical_to_whole_file']} |"
+    for st in streams])
 print(table)
 open(f"{out}/summary.md", "w").write(table + "\n")
 PY
