@@ -469,33 +469,20 @@ impl AudioTokenizer for Dac {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::{self, max_abs};
     use super::*;
 
     fn fixture_dir() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/codecs/dac")
     }
 
-    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
-
     /// Parity on fixture `name`: encoder output and decoded audio (where the
     /// reference has it) within 1e-4, identical codes with 2 and 4 codebooks.
     fn check_parity(name: &str, sigs: &[&str], frame_rate: f64) {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/codecs")
-            .join(name);
+        let dir = test_util::fixture_dir(name);
         let model = Dac::load(&ModelDir::open(&dir).unwrap(), &Device::Cpu).unwrap();
         assert_eq!(model.info().frame_rate, frame_rate);
-        let refs = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
-            .unwrap();
+        let refs = test_util::refs(name);
         for sig in sigs {
             let audio = refs[&format!("{sig}.audio")].unsqueeze(0).unwrap();
             let emb = model.embeddings(&audio).unwrap().squeeze(0).unwrap();

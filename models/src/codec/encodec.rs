@@ -583,6 +583,7 @@ impl<'a> EncodecStream<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::{self, fixture_dir, max_abs, stream_rows};
     use super::*;
 
     #[test]
@@ -597,30 +598,12 @@ mod tests {
         assert_eq!(k, vec![2, 4, 8, 16, 32]);
     }
 
-    fn fixture_dir() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/codecs/encodec")
-    }
-
     fn load_fixture() -> (Encodec, std::collections::HashMap<String, Tensor>) {
-        let dir = ModelDir::open(fixture_dir()).unwrap();
-        let model = Encodec::load(&dir, &Device::Cpu).unwrap();
-        let refs = candle_core::safetensors::load(
-            fixture_dir().join("reference.safetensors"),
-            &Device::Cpu,
+        let dir = ModelDir::open(fixture_dir("encodec")).unwrap();
+        (
+            Encodec::load(&dir, &Device::Cpu).unwrap(),
+            test_util::refs("encodec"),
         )
-        .unwrap();
-        (model, refs)
-    }
-
-    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// Parity with transformers' EncodecModel on the random-weight fixture:
@@ -683,17 +666,7 @@ mod tests {
                 .to_vec2::<u32>()
                 .unwrap();
             for chunk in [1000usize, 4096, 333] {
-                let mut st = model.stream(8).unwrap();
-                let mut rows: Vec<Vec<u32>> = vec![Vec::new(); 8];
-                let mut add = |c: super::super::Codes| {
-                    for (k, row) in rows.iter_mut().enumerate() {
-                        row.extend_from_slice(c.row(k));
-                    }
-                };
-                for piece in audio.chunks(chunk) {
-                    add(st.push(piece).unwrap());
-                }
-                add(st.finish().unwrap());
+                let (rows, _) = stream_rows(Box::new(model.stream(8).unwrap()), &audio, chunk, 8);
                 assert_eq!(
                     rows, want,
                     "{sig}: streamed codes (chunk {chunk}) differ from whole-file codes"

@@ -1003,33 +1003,16 @@ impl<'a> MimiStream<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::{self, fixture_dir, max_abs, stream_rows};
     use super::*;
     use std::collections::HashMap;
 
-    fn fixture_dir() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/codecs/mimi")
-    }
-
     fn load_fixture() -> (Mimi, HashMap<String, Tensor>) {
-        let dir = ModelDir::open(fixture_dir()).unwrap();
-        let model = Mimi::load(&dir, &Device::Cpu).unwrap();
-        let refs = candle_core::safetensors::load(
-            fixture_dir().join("reference.safetensors"),
-            &Device::Cpu,
+        let dir = ModelDir::open(fixture_dir("mimi")).unwrap();
+        (
+            Mimi::load(&dir, &Device::Cpu).unwrap(),
+            test_util::refs("mimi"),
         )
-        .unwrap();
-        (model, refs)
-    }
-
-    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     const SIGNALS: [&str; 4] = ["chirp", "noise", "speech", "long"];
@@ -1098,20 +1081,8 @@ mod tests {
                 .to_vec2::<u32>()
                 .unwrap();
             for chunk in [1920usize, 4096, 333, 24000] {
-                let mut st = model.stream(4).unwrap();
-                let mut rows: Vec<Vec<u32>> = vec![Vec::new(); 4];
-                let mut add = |c: Codes| {
-                    for (k, row) in rows.iter_mut().enumerate() {
-                        row.extend_from_slice(c.row(k));
-                    }
-                };
-                let mut before_finish = 0;
-                for piece in audio.chunks(chunk) {
-                    let c = st.push(piece).unwrap();
-                    before_finish += c.frames;
-                    add(c);
-                }
-                add(st.finish().unwrap());
+                let (rows, before_finish) =
+                    stream_rows(Box::new(model.stream(4).unwrap()), &audio, chunk, 4);
                 assert!(
                     before_finish + 1 >= want[0].len(),
                     "{sig}/{chunk}: only {before_finish} frames before finish"

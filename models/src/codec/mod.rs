@@ -14,6 +14,8 @@ mod nn;
 pub mod npy;
 mod seanet;
 pub mod ssl;
+#[cfg(test)]
+mod test_util;
 
 use crate::runtime::{Device, ModelDir, RuntimeError, Tensor};
 use candle_core::DType;

@@ -597,6 +597,7 @@ fn step_layer(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::max_abs;
     use super::*;
     use candle_core::Device;
 
@@ -623,16 +624,7 @@ mod tests {
                     want = want.broadcast_add(&b.reshape((1, (), 1)).unwrap()).unwrap();
                 }
                 assert_eq!(fast.dims(), want.dims());
-                let d: f32 = (fast - want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
+                let d = max_abs(&fast, &want);
                 assert!(d < 1e-4, "cin={cin} k={k} s={stride} n={n}: {d}");
             }
         }
