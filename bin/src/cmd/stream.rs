@@ -88,7 +88,8 @@ pub struct Args {
     pub bandwidth: Option<f64>,
     #[arg(long, short, value_enum, default_value = "text")]
     pub format: Format,
-    /// Re-decode after this many seconds of new audio.
+    /// Re-decode after this many seconds of new audio (live sources: at
+    /// least twice the last decode's wall time).
     #[arg(long, default_value_t = 1.0)]
     pub step: f64,
     /// Source chunk length in milliseconds.
@@ -473,7 +474,15 @@ impl<'a> Engine<'a> {
                 return due.then_some((end, true));
             }
         }
-        (self.asr.pending_s() >= self.step).then(|| (self.asr.end_sample(), false))
+        // Live: step decodes take at most about half of real time (a slow
+        // machine decodes less often instead of falling behind).
+        let step = if self.live {
+            self.step
+                .max(2.0 * self.decode_costs.last().map_or(0.0, |c| c.0))
+        } else {
+            self.step
+        };
+        (self.asr.pending_s() >= step).then(|| (self.asr.end_sample(), false))
     }
 
     fn in_speech(&self) -> bool {
