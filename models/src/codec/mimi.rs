@@ -851,6 +851,39 @@ impl Mimi {
         Ok(Tensor::stack(&ids, 1)?)
     }
 
+    /// Codes `[B, K, N]` → quantized latents `[B, H, N]` (semantic plus
+    /// acoustic sums, output projections).
+    fn dequantize(&self, codes: &Tensor) -> Result<Tensor> {
+        let (b, k, n) = codes.dims3()?;
+        self.info.check_codebooks(k)?;
+        let ns = self.semantic.codebooks.len();
+        let rows: Vec<Tensor> = (0..k)
+            .map(|i| codes.narrow(1, i, 1)?.to_dtype(DType::U32)?.flatten_all())
+            .collect::<candle_core::Result<_>>()?;
+        let mut lat = self.semantic.decode(&rows[..k.min(ns)])?;
+        if k > ns {
+            lat = (lat + self.acoustic.decode(&rows[ns..])?)?;
+        }
+        let h = lat.dim(1)?;
+        Ok(lat.reshape((b, n, h))?.transpose(1, 2)?.contiguous()?)
+    }
+
+    /// A fresh incremental decoder (causal models only).
+    pub fn decode_stream(&self) -> Result<MimiDecodeStream<'_>> {
+        if !self.cfg.use_causal_conv {
+            return Err(CodecError::BadOption(
+                "streaming decode needs a causal Mimi (use_causal_conv)".into(),
+            ));
+        }
+        Ok(MimiDecodeStream {
+            model: self,
+            up_tail: None,
+            kv: vec![KvCache::default(); self.decoder_transformer.layers.len()],
+            pos: 0,
+            seanet: StackState::new(&self.decoder),
+        })
+    }
+
     /// A fresh incremental encoder using `codebooks` codebooks.
     pub fn stream(&self, codebooks: usize) -> Result<MimiStream<'_>> {
         self.info.check_codebooks(codebooks)?;
@@ -876,18 +909,7 @@ impl AudioTokenizer for Mimi {
     }
 
     fn decode(&self, codes: &Tensor) -> Result<Tensor> {
-        let (b, k, n) = codes.dims3()?;
-        self.info.check_codebooks(k)?;
-        let ns = self.semantic.codebooks.len();
-        let rows: Vec<Tensor> = (0..k)
-            .map(|i| codes.narrow(1, i, 1)?.to_dtype(DType::U32)?.flatten_all())
-            .collect::<candle_core::Result<_>>()?;
-        let mut lat = self.semantic.decode(&rows[..k.min(ns)])?;
-        if k > ns {
-            lat = (lat + self.acoustic.decode(&rows[ns..])?)?;
-        }
-        let h = lat.dim(1)?;
-        let mut xs = lat.reshape((b, n, h))?.transpose(1, 2)?.contiguous()?;
+        let mut xs = self.dequantize(codes)?;
         if let Some(up) = &self.upsample {
             xs = up.forward(&xs)?;
         }
@@ -1001,6 +1023,60 @@ impl<'a> MimiStream<'a> {
     }
 }
 
+/// Incremental Mimi decoder: push code frames, get the audio they complete
+/// (`frames × hop` samples per push). The concatenated audio equals
+/// [`AudioTokenizer::decode`] of all frames within float rounding: the
+/// upsampling and SEANet convs are causal and the transformer caches its
+/// keys/values within the sliding window.
+pub struct MimiDecodeStream<'a> {
+    model: &'a Mimi,
+    up_tail: Option<Tensor>,
+    kv: Vec<KvCache>,
+    /// Upsampled frames already through the transformer (RoPE position).
+    pos: usize,
+    seanet: StackState,
+}
+
+impl MimiDecodeStream<'_> {
+    /// Decodes code frames `[1, K, n]` (integer ids); returns the mono
+    /// samples that are now final.
+    pub fn push(&mut self, codes: &Tensor) -> Result<Vec<f32>> {
+        let m = self.model;
+        let (b, _, n) = codes.dims3()?;
+        if b != 1 {
+            return Err(CodecError::BadOption(format!(
+                "streaming decode takes one stream, got batch {b}"
+            )));
+        }
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let lat = m.dequantize(codes)?;
+        let xs = match &m.upsample {
+            Some(up) => up.step(&mut self.up_tail, Some(lat))?,
+            None => Some(lat),
+        };
+        let Some(xs) = xs else {
+            return Ok(Vec::new());
+        };
+        let t = xs.dim(2)?;
+        let xs = m
+            .decoder_transformer
+            .forward(
+                &xs.transpose(1, 2)?.contiguous()?,
+                self.pos,
+                Some(&mut self.kv),
+            )?
+            .transpose(1, 2)?
+            .contiguous()?;
+        self.pos += t;
+        Ok(match self.seanet.step(&m.decoder, Some(xs), false)? {
+            Some(a) => a.flatten_all()?.to_vec1::<f32>()?,
+            None => Vec::new(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{self, fixture_dir, max_abs, stream_rows};
@@ -1106,5 +1182,43 @@ mod tests {
         assert!(st.push(&[0.0, f32::NAN]).is_err());
         let codes = Tensor::zeros((1, 5, 3), DType::U32, &Device::Cpu).unwrap();
         assert!(model.decode(&codes).is_err());
+    }
+
+    /// Streaming decode in chunks of 1, 3 and 7 frames gives each push's
+    /// `frames × hop` samples at once and equals whole-file decoding (1e-4).
+    #[test]
+    fn streaming_decode_equals_whole_file() {
+        let (model, refs) = load_fixture();
+        // Samples per code frame (SEANet hop times the latent stride).
+        let hop = (model.info().sample_rate as f64 / model.info().frame_rate).round() as usize;
+        assert_eq!(hop, 1920);
+        for sig in ["long", "noise"] {
+            let codes = refs[&format!("{sig}.codes_4")]
+                .to_dtype(DType::U32)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let whole = model.decode(&codes).unwrap().flatten_all().unwrap();
+            let n = codes.dim(2).unwrap();
+            for chunk in [1usize, 3, 7] {
+                let mut st = model.decode_stream().unwrap();
+                let mut audio = Vec::new();
+                for f0 in (0..n).step_by(chunk) {
+                    let c = chunk.min(n - f0);
+                    let got = st.push(&codes.narrow(2, f0, c).unwrap()).unwrap();
+                    assert_eq!(got.len(), c * hop, "{sig}/{chunk}: samples per push");
+                    audio.extend(got);
+                }
+                let len = audio.len();
+                let streamed = Tensor::from_vec(audio, len, &Device::Cpu).unwrap();
+                assert_eq!(len, whole.dim(0).unwrap(), "{sig}/{chunk}: length");
+                let err = max_abs(&streamed, &whole);
+                eprintln!("{sig}/{chunk}: streaming decode max abs err {err}");
+                assert!(
+                    err <= 1e-4,
+                    "{sig}/{chunk}: streaming decode max abs err {err}"
+                );
+            }
+        }
     }
 }

@@ -280,7 +280,8 @@ impl ConvT {
         self
     }
 
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    /// The untrimmed transposed conv `[B, Cout, (T-1)·stride + k]`, no bias.
+    fn full(&self, xs: &Tensor) -> Result<Tensor> {
         let (cin, cout_g, k) = self.weight.dims3()?;
         let ys = if self.groups == cin && cout_g == 1 && k % self.stride == 0 {
             // y[c, t·s + j] += x[c, t] · w[c, j]: products [B, C, T, k],
@@ -305,6 +306,11 @@ impl ConvT {
         } else {
             xs.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, self.groups)?
         };
+        Ok(ys)
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let ys = self.full(xs)?;
         let ys = match &self.bias {
             Some(bias) => ys.broadcast_add(&bias.reshape((1, (), 1))?)?,
             None => ys,
@@ -319,6 +325,35 @@ impl ConvT {
             self.trim_left,
             len - self.trim_left - self.trim_right,
         )
+    }
+
+    /// Streams a causal transposed conv (all padding trimmed on the right,
+    /// no norm): new input frames in, the `n·stride` outputs they complete
+    /// out; `tail` carries the overlap (`k - stride` samples, without bias).
+    pub fn step(&self, tail: &mut Option<Tensor>, xs: Option<Tensor>) -> Result<Option<Tensor>> {
+        if self.trim_left != 0 || self.norm.is_some() {
+            candle_core::bail!("only causal transposed convs without norm stream");
+        }
+        let Some(x) = xs else { return Ok(None) };
+        let n = x.dim(2)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut y = self.full(&x)?;
+        if let Some(t) = tail.take() {
+            let (tl, len) = (t.dim(2)?, y.dim(2)?);
+            let head = (y.narrow(2, 0, tl)? + t)?;
+            y = Tensor::cat(&[&head, &y.narrow(2, tl, len - tl)?], 2)?;
+        }
+        let (len, emit) = (y.dim(2)?, n * self.stride);
+        if len > emit {
+            *tail = Some(y.narrow(2, emit, len - emit)?.contiguous()?);
+        }
+        let out = y.narrow(2, 0, emit)?;
+        Ok(Some(match &self.bias {
+            Some(b) => out.broadcast_add(&b.reshape((1, (), 1))?)?,
+            None => out,
+        }))
     }
 }
 
@@ -482,11 +517,12 @@ enum LayerState {
         pending: Option<Tensor>,
     },
     Lstm(Option<LstmState>),
+    /// Overlap tail of a transposed conv.
+    ConvT(Option<Tensor>),
     Stateless,
 }
 
-/// Streaming state of a whole encoder layer stack (transposed convs are
-/// not streamed).
+/// Streaming state of a whole layer stack (encoder or causal decoder).
 pub struct StackState(Vec<LayerState>);
 
 impl StackState {
@@ -503,7 +539,8 @@ impl StackState {
                         pending: None,
                     },
                     Layer::Lstm(_) => LayerState::Lstm(None),
-                    Layer::ConvT(_) | Layer::Elu => LayerState::Stateless,
+                    Layer::ConvT(_) => LayerState::ConvT(None),
+                    Layer::Elu => LayerState::Stateless,
                 })
                 .collect(),
         )
@@ -590,7 +627,7 @@ fn step_layer(
                 (Some(_), None) => candle_core::bail!("residual branch ahead of its shortcut"),
             }
         }
-        (Layer::ConvT(_), _) => candle_core::bail!("transposed conv in a streamed encoder"),
+        (Layer::ConvT(c), LayerState::ConvT(tail)) => c.step(tail, xs),
         _ => candle_core::bail!("streaming state does not match the layer"),
     }
 }
