@@ -141,6 +141,63 @@ fn stream_bench<'m>(
     Ok((audio_s / best, identical))
 }
 
+/// Streaming Mimi decode of every file's codes in pushes of `frames` code
+/// frames: (x real time of the fastest pass, max abs difference to
+/// whole-file decoding).
+fn mimi_decode_stream_bench(
+    m: &voxtok_models::codec::mimi::Mimi,
+    audio: &[(String, Vec<f32>)],
+    k: usize,
+    frames: usize,
+    repeat: usize,
+    rate: u32,
+) -> anyhow::Result<(f64, f64)> {
+    use voxtok_models::runtime::Tensor;
+    let mut items = Vec::new();
+    for (name, x) in audio {
+        let t = Tensor::from_slice(x, (1, x.len()), m.device())?;
+        let codes = m.encode(&t, k).with_context(|| format!("{name}: encode"))?;
+        let whole = m.decode(&codes)?.flatten_all()?.to_vec1::<f32>()?;
+        items.push((name, codes, whole));
+    }
+    let (mut best, mut err, mut samples) = (f64::INFINITY, 0f64, 0usize);
+    for pass in 0..=repeat {
+        let t0 = Instant::now();
+        for (name, codes, whole) in &items {
+            let n = codes.dim(2)?;
+            let mut st = m.decode_stream()?;
+            let mut out = Vec::with_capacity(whole.len());
+            for f0 in (0..n).step_by(frames) {
+                let piece = codes.narrow(2, f0, frames.min(n - f0))?;
+                out.extend(
+                    st.push(&piece)
+                        .with_context(|| format!("{name}: stream decode"))?,
+                );
+            }
+            if pass == 0 {
+                if out.len() != whole.len() {
+                    bail!(
+                        "{name}: streaming decode gave {} samples, whole-file {}",
+                        out.len(),
+                        whole.len()
+                    );
+                }
+                samples += out.len();
+                let e = out
+                    .iter()
+                    .zip(whole)
+                    .map(|(a, b)| (a - b).abs() as f64)
+                    .fold(0.0, f64::max);
+                err = err.max(e);
+            }
+        }
+        if pass > 0 || repeat == 0 {
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok((samples as f64 / rate as f64 / best, err))
+}
+
 /// Scale-invariant SDR in dB of `est` against `reference` (same length).
 pub fn si_sdr(reference: &[f32], est: &[f32]) -> f64 {
     let n = reference.len().min(est.len());
@@ -380,6 +437,7 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
         let chunk = (ms / 1000.0 * info.sample_rate as f64).round() as usize;
         type Open<'a> = Box<dyn Fn(usize) -> codec::Result<Box<dyn codec::CodeStream + 'a>> + 'a>;
         let (enc, mimi);
+        let mut mimi_ref: Option<&voxtok_models::codec::mimi::Mimi> = None;
         let (model, open): (&dyn AudioTokenizer, Open) = match kind {
             CodecKind::Encodec => {
                 enc = voxtok_models::codec::encodec::Encodec::load(&dir, &device)?;
@@ -392,6 +450,7 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
             CodecKind::Mimi => {
                 mimi = voxtok_models::codec::mimi::Mimi::load(&dir, &device)?;
                 let m = &mimi;
+                mimi_ref = Some(m);
                 (
                     m,
                     Box::new(move |k| Ok(Box::new(m.stream(k)?) as Box<dyn codec::CodeStream>)),
@@ -409,9 +468,18 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
                 args.repeat,
                 info.sample_rate,
             )?;
-            streaming.push(serde_json::json!({
+            let mut row = serde_json::json!({
                 "codebooks": k, "chunk_ms": ms, "encode_xrt": xrt, "identical_to_whole_file": same,
-            }));
+            });
+            if let Some(m) = mimi_ref {
+                let frames = ((ms * info.frame_rate / 1000.0).round() as usize).max(1);
+                let (dxrt, err) =
+                    mimi_decode_stream_bench(m, &audio, k, frames, args.repeat, info.sample_rate)?;
+                row["decode_frames_per_push"] = frames.into();
+                row["decode_xrt"] = dxrt.into();
+                row["decode_max_abs_vs_whole_file"] = err.into();
+            }
+            streaming.push(row);
         }
     }
     let peak = peak_rss_mib();
@@ -422,6 +490,12 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
             s["codebooks"], s["chunk_ms"], s["encode_xrt"].as_f64().unwrap_or(0.0),
             if s["identical_to_whole_file"] == true { "yes" } else { "NO" }
         );
+        if let Some(d) = s["decode_xrt"].as_f64() {
+            md += &format!(
+                "streaming decode, {} frames a push: {:.1} x real time; max abs difference to whole-file decoding: {:.1e}\n",
+                s["decode_frames_per_push"], d, s["decode_max_abs_vs_whole_file"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
     }
     print!("{md}");
     if let Some(p) = &args.markdown {
