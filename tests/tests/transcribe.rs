@@ -285,8 +285,9 @@ fn long_form_segments_are_ordered_and_inside_the_audio() {
     let mut last_start = 0.0;
     for s in segs {
         let (st, en) = (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap());
-        assert!(st >= last_start - 1e-6 && en > st, "{s}");
-        assert!(en <= 75.0 + 30.0, "{s}");
+        assert!(st >= last_start - 1e-6 && en >= st, "{s}");
+        // segment times are clipped to the audio (the last window is padded)
+        assert!(en <= 75.0 + 1e-6, "{s}");
         last_start = st;
     }
     // More than one window was decoded.

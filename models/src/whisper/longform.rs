@@ -473,6 +473,14 @@ fn accept(
         segs.push((offset, offset + duration, tokens.clone()));
         s.seek += size;
     }
+    // A timestamp past the window's real audio (a short last window is padded
+    // to 30 s) would put a segment after the end of the file: clip it there.
+    // (openai `transcribe()` does not clip; this is a deliberate deviation.)
+    let content_end = offset + size as f64 * HOP as f64 / 16000.0;
+    for seg in &mut segs {
+        seg.1 = seg.1.min(content_end);
+        seg.0 = seg.0.min(seg.1);
+    }
     let mut words: Vec<Vec<Word>> = vec![Vec::new(); segs.len()];
     if o.decode.word_timestamps && !segs.is_empty() {
         let (audio, lang) = row;
