@@ -171,7 +171,8 @@ fn run_llm(
             }
             Some(Err(e)) => {
                 failed += 1;
-                if !g.quiet {
+                // after Ctrl-C, one summary line instead of one per line not done
+                if !g.quiet && !stop.load(Ordering::SeqCst) {
                     eprintln!("error: line {}: {e}", n + 1);
                 }
                 writeln!(out)?;
