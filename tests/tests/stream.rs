@@ -392,7 +392,10 @@ fn vad_speech_end_final_without_extra_decode_and_prompts() {
     let v = stream_lines(&wav, &["--stats"]);
     check_partials_never_contradict_finals(&v);
     let stats = of_type(&v, "stats")[0].clone();
-    assert_eq!(stats["speech_end_finals"], 2, "{stats}");
+    // A speech-end final is printed for each utterance that still had
+    // unconfirmed text at its end (LA-2 may have confirmed all of one before).
+    let n_end = stats["speech_end_finals"].as_u64().unwrap();
+    assert!(n_end >= 1, "{stats}");
     assert_eq!(stats["speech_end_decodes"], 0, "{stats}");
     // 2 utterances of 2.9 s at one decode per 1 s step, plus the pause decode.
     assert!(stats["decodes"].as_u64().unwrap() <= 8, "{stats}");
@@ -410,7 +413,7 @@ fn vad_speech_end_final_without_extra_decode_and_prompts() {
             _ => last_partial = None,
         }
     }
-    assert_eq!(ends.len(), 2);
+    assert_eq!(ends.len() as u64, n_end);
 
     let v2 = stream_lines(&wav, &["--stats", "--min-silence-ms", "64"]);
     let s2 = of_type(&v2, "stats")[0].clone();
@@ -418,8 +421,14 @@ fn vad_speech_end_final_without_extra_decode_and_prompts() {
     assert!(n >= 2 && s2["speech_end_decodes"] == n, "{s2}");
 
     let no_prompt = stream_lines(&wav, &["--condition-on-previous-text", "false"]);
-    let with_prompt = &v[..v.len() - 1]; // without the stats line
-    let first = ends[0] + 1;
+    // The lines without the stats line; `first` counts those of the first
+    // utterance (the second starts at 4.42 s).
+    let with_prompt = &v[..v.len() - 1];
+    let first = with_prompt
+        .iter()
+        .position(|x| x["start_s"].as_f64().unwrap() >= 4.0)
+        .expect("a line of the second utterance");
+    assert!(first > 0, "no line of the first utterance: {with_prompt:?}");
     assert_eq!(no_prompt[..first], with_prompt[..first]);
     assert_ne!(no_prompt[first..], with_prompt[first..]);
     let initial = stream_lines(&wav, &["--initial-prompt", "Integrals and limits."]);
