@@ -23,14 +23,7 @@ pub fn refs(name: &str) -> HashMap<String, Tensor> {
 
 /// Largest absolute difference.
 pub fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    crate::runtime::testing::max_abs_diff(a, b)
 }
 
 /// Streams `audio` in `chunk`-sample pieces into `st` (`k` codebooks):

@@ -593,16 +593,8 @@ mod tests {
                     .get(k)
                     .unwrap_or_else(|| panic!("{ct2}: `{k}` not mapped"));
                 assert_eq!(got.dims(), want.dims(), "{ct2}: {k}");
-                let err = (got - want.to_dtype(DType::F32).unwrap())
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let err =
+                    crate::runtime::testing::max_abs_diff(got, &want.to_dtype(DType::F32).unwrap());
                 assert!(
                     err <= tol
                         * (1.0

@@ -333,18 +333,7 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::runtime::testing::max_abs_diff as max_diff;
 
     /// Every tile shape (rows 1..=17, output features not a multiple of 3,
     /// k not a multiple of 8 or 16), with and without bias, 2-D and 3-D input.

@@ -9,6 +9,8 @@ pub mod ctranslate2;
 mod device;
 mod linear;
 mod model_dir;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use device::{parse_device, parse_dtype, DeviceSpec};
 pub use linear::{xwt, Linear, SMALL_M};

@@ -260,18 +260,7 @@ mod tests {
     use super::*;
     use candle_core::{Device, D};
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::runtime::testing::max_abs_diff as max_diff;
 
     #[test]
     fn dense_matches_matmul() -> Result<()> {
