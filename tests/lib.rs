@@ -2,7 +2,7 @@
 //! `voxtok` binary built in the same target directory.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 
 /// The workspace root (where `Cargo.toml` of the workspace lives).
 pub fn workspace_root() -> PathBuf {
@@ -51,4 +51,13 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Sends SIGINT (Ctrl-C) to a running `voxtok` child, as a terminal would.
+pub fn interrupt(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -INT {} failed", child.id());
 }

@@ -28,11 +28,7 @@ fn sigint_stops_the_llm_and_keeps_one_line_per_input() {
         "finished before the interrupt: the test needs more work"
     );
     let t0 = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    voxtok_tests::interrupt(&child);
     // stderr on its own thread, so a full pipe cannot block the child
     let mut stderr = child.stderr.take().unwrap();
     let err = std::thread::spawn(move || {

@@ -238,12 +238,7 @@ fn ctrl_c_drains_flushes_and_exits_130_then_resume_completes() {
         assert!(t.elapsed() < Duration::from_secs(60), "no record written");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    voxtok_tests::interrupt(&child);
     let t = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {

@@ -8,7 +8,7 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use voxtok_tests::{fixture, run, voxtok};
 
@@ -473,11 +473,7 @@ fn sigint_flushes_and_exits_130() {
         .recv_timeout(Duration::from_secs(60))
         .expect("no output within 60 s");
     let mut got = vec![first];
-    assert!(Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    voxtok_tests::interrupt(&child);
     let t = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {

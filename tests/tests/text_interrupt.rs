@@ -32,11 +32,7 @@ fn sigint_stops_generation_cleanly() {
     out.read_line(&mut first).unwrap();
     assert!(!first.is_empty(), "no output before the interrupt");
     let t0 = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    voxtok_tests::interrupt(&child);
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
     let mut err = String::new();
