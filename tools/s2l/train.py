@@ -235,6 +235,8 @@ def main():
     ap.add_argument("--ctc-weight", type=float, default=0.2, help="weight of the auxiliary encoder CTC loss")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                     help="bfloat16 autocast for the forward pass (weights and optimizer stay float32)")
+    ap.add_argument("--new-phase", action="store_true",
+                    help="on resume, start a new warm-up + cosine learning-rate phase from the checkpoint's time")
     ap.add_argument("--export", help="write the trained model here (HF layout, float16) and exit")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
@@ -289,9 +291,18 @@ def main():
         c = torch.load(ckpt, weights_only=False)
         model.load_state_dict(c["model"])
         ctc.load_state_dict(c["ctc"])
-        opt.load_state_dict(c["opt"])
         state = c["state"]
+        sizes = [len(g["params"]) for g in c["opt"]["param_groups"]]
+        if sizes == [len(g["params"]) for g in opt.param_groups]:
+            opt.load_state_dict(c["opt"])
+        else:
+            log("optimizer state reset: the trainable set changed (--freeze-layers), %s -> %s"
+                % (sizes, [len(g["params"]) for g in opt.param_groups]))
         log("resumed at step %d, %.1f min" % (state["step"], state["elapsed"] / 60))
+    if a.new_phase and not a.export:
+        # A new learning-rate phase: warm-up and a fresh cosine from here to --minutes.
+        state["phase_start"], state["phase_step"] = state["elapsed"], state["step"]
+        log("new phase from %.1f min to %.0f min" % (state["elapsed"] / 60, a.minutes))
     if a.export:
         export(model, v, tok_path, a.export)
         return
@@ -306,8 +317,9 @@ def main():
     pos = state["step"] * a.batch % len(order)
     model.train()
     while state["elapsed"] < budget:
-        frac = state["elapsed"] / budget
-        warm = min(1.0, (state["step"] + 1) / 100)
+        start = state.get("phase_start", 0.0)
+        frac = (state["elapsed"] - start) / max(1.0, budget - start)
+        warm = min(1.0, (state["step"] - state.get("phase_step", 0) + 1) / 100)
         lr = a.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr * g["scale"]
