@@ -5,7 +5,8 @@
 //! Written against transformers' `modeling_dac.py` (same weight names; conv
 //! weights may be plain or weight-normed in either spelling).
 
-use super::nn::{conv_weight, TapConv};
+use super::conv_cpu;
+use super::nn::conv_weight;
 use super::{AudioTokenizer, CodecError, Result, TokenizerInfo};
 use crate::runtime::{Device, ModelDir};
 use candle_core::{DType, Tensor, D};
@@ -69,12 +70,19 @@ impl DacConfig {
 /// A (possibly strided / dilated / transposed) conv with symmetric padding.
 #[derive(Debug, Clone)]
 struct Conv {
+    /// On CPU (f32) the taps `[k, cout, cin]` ([`conv_cpu::pack_taps`]);
+    /// elsewhere `[cout, cin, k]` (transposed: `[cin, cout, k]`).
     weight: Tensor,
-    taps: Option<TapConv>,
+    packed: bool,
     bias: Tensor,
+    bias_v: Vec<f32>,
+    cin: usize,
+    cout: usize,
+    k: usize,
     stride: usize,
     padding: usize,
     dilation: usize,
+    transposed: bool,
 }
 
 impl Conv {
@@ -94,36 +102,97 @@ impl Conv {
         } else {
             (cout, cin, k)
         };
-        let weight = conv_weight(&vb, shape)?;
+        let weight = conv_weight(&vb, shape)?.contiguous()?;
+        // On CPU only the per-tap layout the kernels read is kept.
+        let packed = cpu_f32(&weight);
+        let weight = if packed {
+            let w = weight.flatten_all()?.to_vec1::<f32>()?;
+            let taps = conv_cpu::pack_taps(&w, cout, cin, k, transposed);
+            Tensor::from_vec(taps, (k, cout, cin), weight.device())?
+        } else {
+            weight
+        };
+        let bias = vb.get(cout, "bias")?;
         Ok(Self {
-            taps: if transposed {
-                None
-            } else {
-                Some(TapConv::new(weight.clone(), stride)?)
-            },
             weight,
-            bias: vb.get(cout, "bias")?,
+            packed,
+            bias_v: bias.to_dtype(DType::F32)?.to_vec1()?,
+            bias,
+            cin,
+            cout,
+            k,
             stride,
             padding,
             dilation,
+            transposed,
         })
     }
 
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = match &self.taps {
-            None => {
-                // Unpadded (candle's fast col2im path), then crop the padding:
-                // the same as ConvTranspose1d(padding = p).
-                let full =
-                    xs.conv_transpose1d(&self.weight, 0, 0, self.stride, self.dilation, 1)?;
-                let len = full.dim(D::Minus1)?;
-                full.narrow(D::Minus1, self.padding, len - 2 * self.padding)?
+    /// Output length for `t` input frames.
+    fn out_len(&self, t: usize) -> usize {
+        if self.transposed {
+            ((t.max(1) - 1) * self.stride + self.k).saturating_sub(2 * self.padding)
+        } else {
+            conv_cpu::Geom::conv_len(t, self.k, self.stride, self.dilation, self.padding)
+        }
+    }
+
+    /// CPU f32 kernel on one item: `x [cin, t]` → `y [cout, out_len(t)]`,
+    /// starting from `init`.
+    fn run(
+        &self,
+        x: &[f32],
+        t: usize,
+        init: conv_cpu::Init,
+        y: &mut [f32],
+    ) -> candle_core::Result<()> {
+        let g = conv_cpu::Geom {
+            cin: self.cin,
+            cout: self.cout,
+            k: self.k,
+            stride: self.stride,
+            dilation: self.dilation,
+            pad: self.padding,
+            t_in: t,
+            n_out: self.out_len(t),
+        };
+        conv_cpu::with_f32(&self.weight, |w| {
+            if self.transposed {
+                conv_cpu::conv_transpose1d(&g, x, w, init, y)
+            } else {
+                conv_cpu::conv1d(&g, x, w, init, y)
             }
-            Some(t) => t.forward(
-                &xs.pad_with_zeros(D::Minus1, self.padding, self.padding)?,
-                self.stride,
-                self.dilation,
-            )?,
+        })
+        .ok_or_else(|| candle_core::Error::Msg("DAC CPU kernel: weights are not f32 on CPU".into()))
+    }
+
+    /// [`Conv::run`] into a new buffer, the bias as initial value.
+    fn apply(&self, x: &[f32], t: usize) -> candle_core::Result<(Vec<f32>, usize)> {
+        let n = self.out_len(t);
+        let mut y = vec![0f32; self.cout * n];
+        self.run(x, t, conv_cpu::Init::Bias(&self.bias_v), &mut y)?;
+        Ok((y, n))
+    }
+
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        if self.packed {
+            let (b, _, t) = xs.dims3()?;
+            let x = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let n = self.out_len(t);
+            let mut y = vec![0f32; b * self.cout * n];
+            for (xb, yb) in x.chunks(self.cin * t).zip(y.chunks_mut(self.cout * n)) {
+                self.run(xb, t, conv_cpu::Init::Bias(&self.bias_v), yb)?;
+            }
+            return Tensor::from_vec(y, (b, self.cout, n), xs.device());
+        }
+        let ys = if self.transposed {
+            // Unpadded (candle's fast col2im path), then crop the padding:
+            // the same as ConvTranspose1d(padding = p).
+            let full = xs.conv_transpose1d(&self.weight, 0, 0, self.stride, self.dilation, 1)?;
+            let len = full.dim(D::Minus1)?;
+            full.narrow(D::Minus1, self.padding, len - 2 * self.padding)?
+        } else {
+            xs.conv1d(&self.weight, self.padding, self.stride, self.dilation, 1)?
         };
         ys.broadcast_add(&self.bias.reshape((1, (), 1))?)
     }
@@ -134,19 +203,46 @@ impl Conv {
 struct Snake {
     alpha: Tensor,
     inv: Tensor,
+    alpha_v: Vec<f32>,
+    inv_v: Vec<f32>,
 }
 
 impl Snake {
     fn load(vb: VarBuilder, dim: usize) -> candle_core::Result<Self> {
         let alpha = vb.get((1, dim, 1), "alpha")?;
         let inv = (&alpha + 1e-9)?.recip()?;
-        Ok(Self { alpha, inv })
+        Ok(Self {
+            alpha_v: alpha.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+            inv_v: inv.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+            alpha,
+            inv,
+        })
     }
 
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let s = xs.broadcast_mul(&self.alpha)?.sin()?.sqr()?;
         xs + s.broadcast_mul(&self.inv)?
     }
+
+    /// CPU kernel: `x [c, t]` → `out`.
+    fn run(&self, x: &[f32], t: usize, out: &mut [f32]) {
+        conv_cpu::snake(x, t, &self.alpha_v, &self.inv_v, out)
+    }
+}
+
+/// Reusable buffers of the CPU path.
+#[derive(Default)]
+struct Scratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+/// The first `n` values of `v`, grown when needed (contents unspecified).
+fn buf(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +282,22 @@ impl ResUnit {
             xs.clone()
         };
         xs + ys
+    }
+
+    /// CPU path, in place on `x [c, t]` (DAC's units keep the length):
+    /// `x += conv2(snake2(conv1(snake1(x))))`, the residual as conv2's
+    /// initial value.
+    fn run(&self, x: &mut [f32], t: usize, sc: &mut Scratch) -> candle_core::Result<()> {
+        let n = x.len();
+        debug_assert_eq!(self.conv1.out_len(t), t);
+        let a = buf(&mut sc.a, n);
+        self.snake1.run(x, t, a);
+        let h = buf(&mut sc.b, n);
+        self.conv1
+            .run(a, t, conv_cpu::Init::Bias(&self.conv1.bias_v), h)?;
+        self.snake2.run(h, t, a);
+        self.conv2
+            .run(a, t, conv_cpu::Init::Add(Some(&self.conv2.bias_v)), x)
     }
 }
 
@@ -263,6 +375,31 @@ impl Block {
                 xs = u.forward(&xs)?;
             }
             self.conv.forward(&self.snake.forward(&xs)?)
+        }
+    }
+
+    /// CPU path: `x [cin, t]` → `(y [cout, t'], t')`.
+    fn run(
+        &self,
+        mut x: Vec<f32>,
+        t: usize,
+        sc: &mut Scratch,
+    ) -> candle_core::Result<(Vec<f32>, usize)> {
+        if self.decoder {
+            let a = buf(&mut sc.a, x.len());
+            self.snake.run(&x, t, a);
+            let (mut y, n) = self.conv.apply(a, t)?;
+            for u in &self.units {
+                u.run(&mut y, n, sc)?;
+            }
+            Ok((y, n))
+        } else {
+            for u in &self.units {
+                u.run(&mut x, t, sc)?;
+            }
+            let a = buf(&mut sc.a, x.len());
+            self.snake.run(&x, t, a);
+            self.conv.apply(a, t)
         }
     }
 }
@@ -415,12 +552,64 @@ impl Dac {
                 self.cfg.hop_length()
             )));
         }
+        if cpu_f32(audio) {
+            return self.embeddings_cpu(audio);
+        }
         let mut xs = self.enc_conv1.forward(&audio.unsqueeze(1)?)?;
         for b in &self.enc_blocks {
             xs = b.forward(&xs)?;
         }
         Ok(self.enc_conv2.forward(&self.enc_snake.forward(&xs)?)?)
     }
+
+    /// [`Dac::embeddings`] through the CPU kernels, one item at a time.
+    fn embeddings_cpu(&self, audio: &Tensor) -> Result<Tensor> {
+        let (b, t) = audio.dims2()?;
+        let mut sc = Scratch::default();
+        let mut items = Vec::with_capacity(b);
+        for i in 0..b {
+            let x = audio.get(i)?.to_vec1::<f32>()?;
+            let (mut x, mut t) = self.enc_conv1.apply(&x, t)?;
+            for blk in &self.enc_blocks {
+                (x, t) = blk.run(x, t, &mut sc)?;
+            }
+            let a = buf(&mut sc.a, x.len());
+            self.enc_snake.run(&x, t, a);
+            let (y, n) = self.enc_conv2.apply(a, t)?;
+            items.push(Tensor::from_vec(
+                y,
+                (1, self.enc_conv2.cout, n),
+                audio.device(),
+            )?);
+        }
+        Ok(Tensor::cat(&items, 0)?)
+    }
+
+    /// The decoder on the summed quantizer outputs `z [B, H, N]` → `[B, T]`,
+    /// through the CPU kernels, one item at a time.
+    fn decode_cpu(&self, z: &Tensor) -> Result<Tensor> {
+        let (b, _, n) = z.dims3()?;
+        let mut sc = Scratch::default();
+        let mut items = Vec::with_capacity(b);
+        for i in 0..b {
+            let x = z.get(i)?.flatten_all()?.to_vec1::<f32>()?;
+            let (mut x, mut t) = self.dec_conv1.apply(&x, n)?;
+            for blk in &self.dec_blocks {
+                (x, t) = blk.run(x, t, &mut sc)?;
+            }
+            let a = buf(&mut sc.a, x.len());
+            self.dec_snake.run(&x, t, a);
+            let (mut y, t) = self.dec_conv2.apply(a, t)?;
+            y.iter_mut().for_each(|v| *v = v.tanh());
+            items.push(Tensor::from_vec(y, (1, t), z.device())?);
+        }
+        Ok(Tensor::cat(&items, 0)?)
+    }
+}
+
+/// True for tensors the CPU kernels take (f32 on CPU).
+fn cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
 }
 
 impl AudioTokenizer for Dac {
@@ -451,7 +640,11 @@ impl AudioTokenizer for Dac {
                 Some(z) => (z + part)?,
             });
         }
-        let mut xs = self.dec_conv1.forward(&z.expect("k >= 1"))?;
+        let z = z.expect("k >= 1");
+        if cpu_f32(&z) {
+            return self.decode_cpu(&z);
+        }
+        let mut xs = self.dec_conv1.forward(&z)?;
         for b in &self.dec_blocks {
             xs = b.forward(&xs)?;
         }

@@ -6,6 +6,7 @@
 //! Models load from Hugging Face-layout directories (`EncodecModel`,
 //! `HubertModel`, ...) through [`crate::runtime::ModelDir`].
 
+mod conv_cpu;
 pub mod dac;
 pub mod encodec;
 pub mod llm_mapping;

@@ -2,6 +2,7 @@
 //! (both the `weight_g/weight_v` and the `parametrizations.weight.original0/1`
 //! spellings), reflect padding, and a multi-layer LSTM with PyTorch weights.
 
+use super::conv_cpu;
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
@@ -169,80 +170,67 @@ mod tests {
     }
 }
 
-/// A conv1d weight split into per-tap `[Cout, Cin]` matrices, for a faster
-/// CPU path without im2col copies: stride 1 is `y = Σ_j W_j · x[:, j·d ..]`
-/// (one GEMM per tap on strided views); stride `s` with `k = m·s` folds the
-/// input to `[Cin·s, T/s]` once and does `m` GEMMs. Other cases (batch > 1,
-/// GPU) use candle's conv1d.
+/// An unpadded conv1d for the codec stacks. On CPU (f32) it runs
+/// [`conv_cpu::conv1d`]: one GEMM per tap on strided views of the input,
+/// accumulated into one output (no im2col, no per-tap copies, any stride,
+/// dilation and k). Other devices and dtypes use candle's conv1d.
 #[derive(Debug, Clone)]
 pub struct TapConv {
+    /// `[Cout, Cin, k]`.
     weight: Tensor,
-    stride: usize,
-    /// stride 1: one `[Cout, Cin]` per tap; stride s: one `[Cout, Cin·s]` per block of s taps.
-    taps: Vec<Tensor>,
+    /// On CPU (f32): the taps `[k, Cout, Cin]` ([`conv_cpu::pack_taps`]).
+    taps: Option<Tensor>,
 }
 
 impl TapConv {
-    pub fn new(weight: Tensor, stride: usize) -> Result<Self> {
-        let (cout, cin, k) = weight.dims3()?;
-        let taps = if stride == 1 {
-            (0..k)
-                .map(|j| weight.narrow(2, j, 1)?.squeeze(2)?.contiguous())
-                .collect::<Result<Vec<_>>>()?
-        } else if k % stride == 0 {
-            (0..k / stride)
-                .map(|o| {
-                    weight
-                        .narrow(2, o * stride, stride)?
-                        .contiguous()?
-                        .reshape((cout, cin * stride))
-                })
-                .collect::<Result<Vec<_>>>()?
+    /// A conv from its weight `[Cout, Cin, k]`; `stride` is given again to
+    /// [`TapConv::forward`] (kept for source compatibility).
+    pub fn new(weight: Tensor, _stride: usize) -> Result<Self> {
+        let weight = weight.contiguous()?;
+        let taps = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
+            let (cout, cin, k) = weight.dims3()?;
+            let w = weight.flatten_all()?.to_vec1::<f32>()?;
+            let taps = conv_cpu::pack_taps(&w, cout, cin, k, false);
+            Some(Tensor::from_vec(taps, (k, cout, cin), weight.device())?)
         } else {
-            Vec::new()
+            None
         };
-        Ok(Self {
-            weight,
-            stride,
-            taps,
-        })
+        Ok(Self { weight, taps })
     }
 
     /// Unpadded convolution of `xs` `[B, Cin, T]`.
     pub fn forward(&self, xs: &Tensor, stride: usize, dilation: usize) -> Result<Tensor> {
         let (b, cin, t) = xs.dims3()?;
-        let k = self.weight.dim(2)?;
+        let (cout, wcin, k) = self.weight.dims3()?;
         let span = (k - 1) * dilation + 1;
-        let usable =
-            stride == self.stride && !self.taps.is_empty() && (stride == 1 || dilation == 1);
-        if !usable || b != 1 || t < span || !xs.device().is_cpu() {
+        let Some(taps) = &self.taps else {
+            return xs.conv1d(&self.weight, 0, stride, dilation, 1);
+        };
+        if wcin != cin || t < span || !xs.device().is_cpu() || xs.dtype() != DType::F32 {
             return xs.conv1d(&self.weight, 0, stride, dilation, 1);
         }
-        let n = (t - span) / stride + 1;
-        let (x, step) = if stride == 1 {
-            (xs.squeeze(0)?.contiguous()?, dilation)
-        } else {
-            // [Cin, (n + m - 1)·s] -> [Cin, s, n + m - 1] -> [Cin·s, n + m - 1]
-            let cols = n + self.taps.len() - 1;
-            let x = xs
-                .squeeze(0)?
-                .narrow(1, 0, cols * stride)?
-                .reshape((cin, cols, stride))?;
-            (
-                x.transpose(1, 2)?
-                    .contiguous()?
-                    .reshape((cin * stride, cols))?,
-                1,
-            )
+        let g = conv_cpu::Geom {
+            cin,
+            cout,
+            k,
+            stride,
+            dilation,
+            pad: 0,
+            t_in: t,
+            n_out: (t - span) / stride + 1,
         };
-        let mut acc: Option<Tensor> = None;
-        for (j, w) in self.taps.iter().enumerate() {
-            let y = w.matmul(&x.narrow(1, j * step, n)?)?;
-            acc = Some(match acc {
-                None => y,
-                Some(a) => (a + y)?,
-            });
+        let xs = xs.contiguous()?;
+        let mut y = vec![0f32; b * cout * g.n_out];
+        let done = conv_cpu::with_f32(taps, |w| {
+            conv_cpu::with_f32(&xs, |x| {
+                for (xb, yb) in x.chunks(cin * t).zip(y.chunks_mut(cout * g.n_out)) {
+                    conv_cpu::conv1d(&g, xb, w, conv_cpu::Init::Zero, yb);
+                }
+            })
+        });
+        if done.flatten().is_none() {
+            return xs.conv1d(&self.weight, 0, stride, dilation, 1);
         }
-        acc.expect("k >= 1").unsqueeze(0)
+        Tensor::from_vec(y, (b, cout, g.n_out), xs.device())
     }
 }
