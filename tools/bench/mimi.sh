@@ -2,8 +2,12 @@
 # Mimi throughput: voxtok vs transformers on the same random-weight model at the
 # real checkpoint's size (kyutai/mimi config), same audio, same thread count,
 # one script run; then streaming voxtok encode on ONE thread, in chunks of each of
-# $STREAM_MS (default "80 320") ms, each beside whole-file encoding on one thread in
-# the same process (the ratio is the figure to quote on a loaded machine).
+# $STREAM_MS (default "80 160 240 320") ms, each beside whole-file encoding on one
+# thread in the same process (the ratio is the figure to quote on a loaded machine);
+# then the whole sweep in ONE process by models/examples/mimi_stream (x real time by
+# wall and by CPU time, time per push by stage, weight bytes a push reads and the
+# one-thread read bandwidth), when it is built:
+#   cargo build --release -p voxtok-models --example mimi_stream
 #
 #   tools/bench/mimi.sh [SECONDS] [THREADS] [CODEBOOKS]   (default 5 s, 2 threads, 8 codebooks)
 set -euo pipefail
@@ -20,7 +24,7 @@ export OMP_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
 "$PYTHON" tools/bench/codec_mimi.py --out "$OUT" --seconds "$SECONDS_AUDIO" --threads "$THREADS" --codebooks "$K"
 "$VOXTOK" -q bench codec --dataset "$OUT/audio_24k.wav" --codec mimi --model "$OUT/mimi" \
     --codebooks "$K" --repeat 2 --json "$OUT/voxtok.json"
-STREAM_MS=${STREAM_MS:-80 320}
+STREAM_MS=${STREAM_MS:-80 160 240 320}
 for MS in $STREAM_MS; do
     RAYON_NUM_THREADS=1 "$VOXTOK" -q bench codec --dataset "$OUT/audio_24k.wav" --codec mimi --model "$OUT/mimi" \
         --codebooks "$K" --repeat 1 --stream-chunk-ms "$MS" --json "$OUT/voxtok_stream_1thread_${MS}ms.json" | tail -n 2
@@ -48,3 +52,10 @@ table = "\n".join([
 print(table)
 open(f"{out}/summary.md", "w").write(table + "\n")
 PY
+SWEEP=${MIMI_STREAM:-target/release/examples/mimi_stream}
+if [ -x "$SWEEP" ]; then
+    RAYON_NUM_THREADS=1 "$SWEEP" "$OUT/mimi" "$SECONDS_AUDIO" "$K" "$(echo $STREAM_MS | tr ' ' ,)" 3 \
+        | tee "$OUT/stream_sweep.md"
+else
+    echo "(one-process sweep skipped: cargo build --release -p voxtok-models --example mimi_stream)"
+fi

@@ -19,6 +19,7 @@ use crate::runtime::{Device, Linear, ModelDir};
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
 use serde::Deserialize;
+use std::time::{Duration, Instant};
 
 /// The fields of `MimiConfig` that shape the network.
 #[derive(Debug, Clone, Deserialize)]
@@ -337,11 +338,159 @@ fn load_decoder(
 
 // ------------------------------------------------------------ transformer
 
-/// Keys and values of the past positions of one layer, for streaming.
+/// Keys and values of the past positions of one layer, for streaming:
+/// tensors (any batch or device), or a ring (one stream on CPU).
 #[derive(Debug, Clone, Default)]
 struct KvCache {
     k: Option<Tensor>,
     v: Option<Tensor>,
+    ring: KvRing,
+}
+
+/// The last frames' keys and values, `[cap][kv_heads·head_dim]` each,
+/// frame `p` at slot `p % cap`.
+#[derive(Debug, Clone, Default)]
+struct KvRing {
+    cap: usize,
+    width: usize,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Frames pushed so far.
+    total: usize,
+}
+
+impl KvRing {
+    /// Appends `t` frames of `k`, `v` `[kv_heads, t, hd]`, keeping room for
+    /// the `window - 1` frames before them that their queries see.
+    fn push(&mut self, k: &[f32], v: &[f32], kv_heads: usize, t: usize, hd: usize, window: usize) {
+        let width = kv_heads * hd;
+        let need = window + t;
+        if self.cap < need || self.width != width {
+            let mut nk = vec![0f32; need * width];
+            let mut nv = vec![0f32; need * width];
+            if self.width == width {
+                for p in self.total - self.total.min(self.cap)..self.total {
+                    let (a, b) = ((p % self.cap) * width, (p % need) * width);
+                    nk[b..b + width].copy_from_slice(&self.k[a..a + width]);
+                    nv[b..b + width].copy_from_slice(&self.v[a..a + width]);
+                }
+            }
+            (self.cap, self.width, self.k, self.v) = (need, width, nk, nv);
+        }
+        for i in 0..t {
+            let slot = ((self.total + i) % self.cap) * width;
+            for g in 0..kv_heads {
+                let src = (g * t + i) * hd;
+                let dst = slot + g * hd;
+                self.k[dst..dst + hd].copy_from_slice(&k[src..src + hd]);
+                self.v[dst..dst + hd].copy_from_slice(&v[src..src + hd]);
+            }
+        }
+        self.total += t;
+    }
+
+    /// Causal sliding-window attention of `q` `[heads, t, hd]` (positions
+    /// `base..base + t`, already pushed) → `[t, heads·hd]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        q: &[f32],
+        base: usize,
+        heads: usize,
+        kv_heads: usize,
+        t: usize,
+        hd: usize,
+        window: usize,
+    ) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the features are present.
+            return unsafe { self.attend_avx2(q, base, heads, kv_heads, t, hd, window) };
+        }
+        self.attend_any(q, base, heads, kv_heads, t, hd, window)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn attend_avx2(
+        &self,
+        q: &[f32],
+        base: usize,
+        heads: usize,
+        kv_heads: usize,
+        t: usize,
+        hd: usize,
+        window: usize,
+    ) -> Vec<f32> {
+        self.attend_any(q, base, heads, kv_heads, t, hd, window)
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn attend_any(
+        &self,
+        q: &[f32],
+        base: usize,
+        heads: usize,
+        kv_heads: usize,
+        t: usize,
+        hd: usize,
+        window: usize,
+    ) -> Vec<f32> {
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scale = scale as f32;
+        let mut out = vec![0f32; t * heads * hd];
+        let mut w = Vec::with_capacity(window);
+        for h in 0..heads {
+            let g = h / (heads / kv_heads);
+            for i in 0..t {
+                let qv = &q[(h * t + i) * hd..(h * t + i + 1) * hd];
+                let p = base + i;
+                let lo = (p + 1).saturating_sub(window);
+                w.clear();
+                let mut m = f32::NEG_INFINITY;
+                for j in lo..=p {
+                    let o = (j % self.cap) * self.width + g * hd;
+                    let s = dot(qv, &self.k[o..o + hd]) * scale;
+                    m = m.max(s);
+                    w.push(s);
+                }
+                let mut sum = 0f32;
+                for s in w.iter_mut() {
+                    *s = (*s - m).exp();
+                    sum += *s;
+                }
+                let dst = &mut out[(i * heads + h) * hd..(i * heads + h + 1) * hd];
+                for (j, &e) in (lo..=p).zip(w.iter()) {
+                    let o = (j % self.cap) * self.width + g * hd;
+                    let wj = e / sum;
+                    for (d, &vv) in dst.iter_mut().zip(&self.v[o..o + hd]) {
+                        *d += wj * vv;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Dot product with 8 independent accumulators (vectorizes without fast-math).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]);
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
 }
 
 #[derive(Debug, Clone)]
@@ -520,45 +669,71 @@ impl Transformer {
                     .transpose(1, 2)?;
             let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
             let mut k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
-            let mut v = v.contiguous()?;
-            let mut past = 0;
-            if let Some(caches) = caches.as_deref_mut() {
-                let cache = &mut caches[li];
-                if let (Some(pk), Some(pv)) = (&cache.k, &cache.v) {
-                    past = pk.dim(2)?;
-                    k = Tensor::cat(&[pk, &k], 2)?;
-                    v = Tensor::cat(&[pv, &v], 2)?;
+            let ring = match (caches.as_deref_mut(), self.window) {
+                (Some(c), Some(w)) if b == 1 && k.device().is_cpu() && k.dtype() == DType::F32 => {
+                    Some((&mut c[li].ring, w))
                 }
-                // Keep what the next queries can still see.
-                let n = k.dim(2)?;
-                let keep = self.window.map_or(n, |w| n.min(w));
-                cache.k = Some(k.narrow(2, n - keep, keep)?.contiguous()?);
-                cache.v = Some(v.narrow(2, n - keep, keep)?.contiguous()?);
-            }
-            if a.kv_heads != a.heads {
-                let rep = a.heads / a.kv_heads;
-                let n = k.dim(2)?;
-                k = k
-                    .unsqueeze(2)?
-                    .expand((b, a.kv_heads, rep, n, hd))?
-                    .reshape((b, a.heads, n, hd))?;
-                v = v
-                    .unsqueeze(2)?
-                    .expand((b, a.kv_heads, rep, n, hd))?
-                    .reshape((b, a.heads, n, hd))?;
-            }
-            let scale = 1.0 / (hd as f64).sqrt();
-            let mut w = (q.matmul(&k.t()?)? * scale)?;
-            // Positions of the cached keys start at `offset - past`; the mask
-            // is relative, so build it for `past` earlier keys.
-            if let Some(m) = self.mask(past, t, dev)? {
-                w = w.broadcast_add(&m)?;
-            }
-            let w = candle_nn::ops::softmax_last_dim(&w)?;
-            let y = w
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b, t, a.heads * hd))?;
+                _ => None,
+            };
+            let y = if let Some((ring, window)) = ring {
+                // One stream on CPU: keys/values in a ring, attention in
+                // plain loops (no per-push cache copies or small matmuls).
+                let (q, k, v) = (
+                    q.flatten_all()?.to_vec1::<f32>()?,
+                    k.flatten_all()?,
+                    v.flatten_all()?,
+                );
+                let base = ring.total;
+                ring.push(
+                    &k.to_vec1::<f32>()?,
+                    &v.to_vec1::<f32>()?,
+                    a.kv_heads,
+                    t,
+                    hd,
+                    window,
+                );
+                let y = ring.attend(&q, base, a.heads, a.kv_heads, t, hd, window);
+                Tensor::from_vec(y, (1, t, a.heads * hd), dev)?
+            } else {
+                let mut v = v.contiguous()?;
+                let mut past = 0;
+                if let Some(caches) = caches.as_deref_mut() {
+                    let cache = &mut caches[li];
+                    if let (Some(pk), Some(pv)) = (&cache.k, &cache.v) {
+                        past = pk.dim(2)?;
+                        k = Tensor::cat(&[pk, &k], 2)?;
+                        v = Tensor::cat(&[pv, &v], 2)?;
+                    }
+                    // Keep what the next queries can still see.
+                    let n = k.dim(2)?;
+                    let keep = self.window.map_or(n, |w| n.min(w));
+                    cache.k = Some(k.narrow(2, n - keep, keep)?.contiguous()?);
+                    cache.v = Some(v.narrow(2, n - keep, keep)?.contiguous()?);
+                }
+                if a.kv_heads != a.heads {
+                    let rep = a.heads / a.kv_heads;
+                    let n = k.dim(2)?;
+                    k = k
+                        .unsqueeze(2)?
+                        .expand((b, a.kv_heads, rep, n, hd))?
+                        .reshape((b, a.heads, n, hd))?;
+                    v = v
+                        .unsqueeze(2)?
+                        .expand((b, a.kv_heads, rep, n, hd))?
+                        .reshape((b, a.heads, n, hd))?;
+                }
+                let scale = 1.0 / (hd as f64).sqrt();
+                let mut w = (q.matmul(&k.t()?)? * scale)?;
+                // Positions of the cached keys start at `offset - past`; the mask
+                // is relative, so build it for `past` earlier keys.
+                if let Some(m) = self.mask(past, t, dev)? {
+                    w = w.broadcast_add(&m)?;
+                }
+                let w = candle_nn::ops::softmax_last_dim(&w)?;
+                w.matmul(&v)?
+                    .transpose(1, 2)?
+                    .reshape((b, t, a.heads * hd))?
+            };
             let y = a.o.forward(&y)?;
             xs = (xs + y.broadcast_mul(&layer.attn_scale)?)?;
             let h = layer.fc1.forward(&layer.ln2.forward(&xs)?)?;
@@ -806,6 +981,38 @@ impl Mimi {
         &self.cfg
     }
 
+    /// Bytes of the weights one encoder pass reads with `codebooks`
+    /// codebooks: (SEANet encoder, transformer, downsampling, RVQ). A
+    /// streaming push reads the deep layers' share of them once.
+    pub fn encoder_weight_bytes(&self, codebooks: usize) -> [usize; 4] {
+        let t = |x: &Tensor| x.elem_count() * x.dtype().size_in_bytes();
+        let lin = |l: &Linear| t(l.weight()) + l.bias().map_or(0, t);
+        let seanet = self.encoder.iter().map(|l| l.weight_bytes()).sum();
+        let transformer = self
+            .encoder_transformer
+            .layers
+            .iter()
+            .map(|l| {
+                let a = &l.attn;
+                lin(&a.q) + lin(&a.k) + lin(&a.v) + lin(&a.o) + lin(&l.fc1) + lin(&l.fc2)
+            })
+            .sum();
+        let down = self.downsample.as_ref().map_or(0, |d| d.weight_bytes());
+        let ns = self.semantic.codebooks.len();
+        let books = |r: &Rvq, n: usize| {
+            r.input_proj.as_ref().map_or(0, t)
+                + r.codebooks[..n.min(r.codebooks.len())]
+                    .iter()
+                    .map(|c| t(&c.embed))
+                    .sum::<usize>()
+        };
+        let mut rvq = books(&self.semantic, codebooks.min(ns));
+        if codebooks > ns {
+            rvq += books(&self.acoustic, codebooks - ns);
+        }
+        [seanet, transformer, down, rvq]
+    }
+
     /// SEANet encoder output `[B, H, T/hop]` for audio `[B, T]`.
     pub fn seanet(&self, audio: &Tensor) -> Result<Tensor> {
         let (_b, t) = audio.dims2()?;
@@ -943,6 +1150,21 @@ pub struct MimiStream<'a> {
     pos: usize,
     down: ConvState,
     total_in: usize,
+    /// Pushes, then time in the transformer, downsampling and RVQ.
+    calls: usize,
+    times: [Duration; 3],
+}
+
+/// Where a [`MimiStream`]'s time went, cumulative over its pushes.
+#[derive(Debug, Clone, Default)]
+pub struct StreamProfile {
+    /// `push` and `finish` calls.
+    pub calls: usize,
+    /// Each SEANet encoder layer (description, time).
+    pub seanet: Vec<(String, Duration)>,
+    pub transformer: Duration,
+    pub downsample: Duration,
+    pub rvq: Duration,
 }
 
 impl<'a> MimiStream<'a> {
@@ -955,6 +1177,25 @@ impl<'a> MimiStream<'a> {
             pos: 0,
             down: ConvState::default(),
             total_in: 0,
+            calls: 0,
+            times: [Duration::ZERO; 3],
+        }
+    }
+
+    /// Time per stage (and per SEANet layer) so far.
+    pub fn profile(&self) -> StreamProfile {
+        let m = self.model;
+        StreamProfile {
+            calls: self.calls,
+            seanet: m
+                .encoder
+                .iter()
+                .zip(self.seanet.layer_times())
+                .map(|(l, &t)| (l.describe(), t))
+                .collect(),
+            transformer: self.times[0],
+            downsample: self.times[1],
+            rvq: self.times[2],
         }
     }
 
@@ -999,7 +1240,10 @@ impl<'a> MimiStream<'a> {
 
     fn run(&mut self, xs: Option<Tensor>, last: bool) -> Result<Codes> {
         let m = self.model;
-        let xs = match self.seanet.step(&m.encoder, xs, last)? {
+        self.calls += 1;
+        let xs = self.seanet.step(&m.encoder, xs, last)?;
+        let t0 = Instant::now();
+        let xs = match xs {
             Some(x) if x.dim(2)? > 0 => {
                 let t = x.dim(2)?;
                 let y = m.encoder_transformer.forward(
@@ -1012,14 +1256,21 @@ impl<'a> MimiStream<'a> {
             }
             _ => None,
         };
+        let t1 = Instant::now();
         let lat = match &m.downsample {
             Some(d) => step_conv(d, &mut self.down, xs, last)?,
             None => xs,
         };
-        match lat {
+        let t2 = Instant::now();
+        let out = match lat {
             Some(l) if l.dim(2)? > 0 => Codes::from_tensor(&m.quantize(&l, self.codebooks)?),
             _ => Ok(self.empty()),
-        }
+        };
+        let t3 = Instant::now();
+        self.times[0] += t1 - t0;
+        self.times[1] += t2 - t1;
+        self.times[2] += t3 - t2;
+        out
     }
 }
 

@@ -11,6 +11,7 @@ use super::nn::{conv_weight, pad_reflect, Lstm, LstmState, TapConv};
 use crate::runtime::{xwt, SMALL_M};
 use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor, D};
 use candle_nn::{GroupNorm, VarBuilder};
+use std::time::{Duration, Instant};
 
 /// Padding mode of the convs (`pad_mode` in the HF configs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +50,9 @@ pub fn pad(mode: PadMode, xs: &Tensor, left: usize, right: usize) -> Result<Tens
 /// bias and optional one-group GroupNorm after it.
 #[derive(Debug, Clone)]
 pub struct Conv {
-    taps: TapConv,
+    /// The CPU f32 kernel; `taps` (GEMM per tap) where it is not built.
+    direct: Option<Direct>,
+    taps: Option<TapConv>,
     /// `[out, in, k]`, contiguous: also the `[out, in·k]` rows of the
     /// few-frames product.
     weight: Tensor,
@@ -102,8 +105,14 @@ impl Conv {
             Some(b) if b.dtype() == DType::F32 => Some(b.to_vec1::<f32>()?),
             _ => None,
         };
+        let direct = Direct::new(&weight, bias.as_ref(), stride, dilation)?;
+        let taps = match direct {
+            Some(_) => None,
+            None => Some(TapConv::new(weight.clone(), stride)?),
+        };
         Ok(Self {
-            taps: TapConv::new(weight.clone(), stride)?,
+            direct,
+            taps,
             weight,
             bias,
             bias_v,
@@ -126,6 +135,23 @@ impl Conv {
         self.k_eff - self.stride
     }
 
+    /// `in->out k<k>[/stride]`, for profiles.
+    pub fn describe(&self) -> String {
+        let (cout, cin, k) = self.weight.dims3().unwrap_or_default();
+        let s = if self.stride > 1 {
+            format!("/{}", self.stride)
+        } else {
+            String::new()
+        };
+        format!("{cin}->{cout} k{k}{s}")
+    }
+
+    /// Bytes of weights and bias.
+    pub fn weight_bytes(&self) -> usize {
+        let e = self.weight.elem_count() + self.bias.as_ref().map_or(0, |b| b.elem_count());
+        e * self.weight.dtype().size_in_bytes()
+    }
+
     /// Right padding that makes the last window complete (transformers'
     /// `_get_extra_padding_for_conv1d`).
     pub fn extra_padding(&self, len: usize) -> usize {
@@ -143,13 +169,26 @@ impl Conv {
     pub fn conv(&self, xs: &Tensor) -> Result<Tensor> {
         let ys = match self.few_frames(xs)? {
             Some(ys) => ys,
-            None => {
-                let ys = self.taps.forward(xs, self.stride, self.dilation)?;
-                match &self.bias {
-                    Some(b) => ys.broadcast_add(&b.reshape((1, (), 1))?)?,
-                    None => ys,
+            None => match (&self.direct, &self.taps) {
+                (Some(d), _)
+                    if xs.device().is_cpu()
+                        && xs.dtype() == DType::F32
+                        && xs.dim(2)? >= self.k_eff =>
+                {
+                    let n = (xs.dim(2)? - self.k_eff) / self.stride + 1;
+                    d.forward(xs, n)?
                 }
-            }
+                (_, taps) => {
+                    let ys = match taps {
+                        Some(t) => t.forward(xs, self.stride, self.dilation)?,
+                        None => xs.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?,
+                    };
+                    match &self.bias {
+                        Some(b) => ys.broadcast_add(&b.reshape((1, (), 1))?)?,
+                        None => ys,
+                    }
+                }
+            },
         };
         match &self.norm {
             Some(n) => n.forward(&ys),
@@ -357,6 +396,56 @@ impl ConvT {
     }
 }
 
+/// ELU (alpha 1): `x` for `x > 0`, else `exp(x) - 1`. On CPU in f32 with
+/// AVX2/FMA a vectorized exp (relative error below 2e-7) replaces candle's
+/// scalar one; other tensors go through candle.
+pub fn elu(xs: &Tensor) -> Result<Tensor> {
+    if !xs.device().is_cpu() || xs.dtype() != DType::F32 || !has_avx2_fma() {
+        return xs.elu(1.0);
+    }
+    let xs = xs.contiguous()?;
+    let (st, l) = xs.storage_and_layout();
+    let (Storage::Cpu(CpuStorage::F32(d)), Some((o0, o1))) = (&*st, l.contiguous_offsets()) else {
+        return xs.elu(1.0);
+    };
+    let mut y = vec![0f32; o1 - o0];
+    // SAFETY: AVX2/FMA checked above.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        elu_avx2(&d[o0..o1], &mut y)
+    };
+    drop(st);
+    Tensor::from_vec(y, xs.shape(), xs.device())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn elu_avx2(x: &[f32], y: &mut [f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        let e = exp_f32(v.min(0.0)) - 1.0;
+        *o = if v > 0.0 { v } else { e };
+    }
+}
+
+/// `exp(x)` in f32, relative error below 2e-7 on [-87, 88] (Cody-Waite
+/// reduction, degree-6 polynomial, exponent bits set directly), written so
+/// loops over it vectorize.
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    let x = x.clamp(-87.3, 88.7);
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let k = t - MAGIC;
+    let n = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let r = x - k * 0.693_145_75 - k * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67
+                    + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
+    p * f32::from_bits(((n + 127) as u32) << 23)
+}
+
 /// SEANet residual block: ELU, conv(k, dilation), ELU, conv(1), plus the
 /// input or a 1x1 shortcut conv of it.
 #[derive(Debug, Clone)]
@@ -393,8 +482,8 @@ impl ResBlock {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = self.conv1.forward(&xs.elu(1.0)?)?;
-        let ys = self.conv2.forward(&ys.elu(1.0)?)?;
+        let ys = self.conv1.forward(&elu(xs)?)?;
+        let ys = self.conv2.forward(&elu(&ys)?)?;
         let res = match &self.shortcut {
             Some(s) => s.forward(xs)?,
             None => xs.clone(),
@@ -414,6 +503,32 @@ pub enum Layer {
     Elu,
 }
 
+impl Layer {
+    /// A short description (kind and shape), for profiles.
+    pub fn describe(&self) -> String {
+        match self {
+            Layer::Conv(c) => format!("conv {}", c.describe()),
+            Layer::ConvT(_) => "convT".into(),
+            Layer::Res(r) => format!("res {} | {}", r.conv1.describe(), r.conv2.describe()),
+            Layer::Lstm(_) => "lstm".into(),
+            Layer::Elu => "elu".into(),
+        }
+    }
+
+    /// Bytes of conv weights (convs and residual blocks; 0 otherwise).
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            Layer::Conv(c) => c.weight_bytes(),
+            Layer::Res(r) => {
+                r.conv1.weight_bytes()
+                    + r.conv2.weight_bytes()
+                    + r.shortcut.as_ref().map_or(0, |s| s.weight_bytes())
+            }
+            _ => 0,
+        }
+    }
+}
+
 /// Runs a layer stack over the whole signal `[B, C, T]`.
 pub fn run_layers(layers: &[Layer], xs: &Tensor) -> Result<Tensor> {
     let mut xs = xs.clone();
@@ -427,10 +542,458 @@ pub fn run_layers(layers: &[Layer], xs: &Tensor) -> Result<Tensor> {
                 let mut st = lstm.zero_state(b, xs.dtype(), xs.device())?;
                 (lstm.forward(&xs, &mut st)? + &xs)?
             }
-            Layer::Elu => xs.elu(1.0)?,
+            Layer::Elu => elu(&xs)?,
         };
     }
     Ok(xs)
+}
+
+// ------------------------------------------------------- direct CPU conv
+
+/// Rows of output channels per micro-tile.
+const MR: usize = 8;
+/// Output columns per time block step (the AVX-512 tile width).
+const NR: usize = 48;
+
+/// A conv1d on CPU in f32 without im2col or GEMM packing: a stride-`s`
+/// conv is folded once per call into a stride-1 conv over `cin·s`
+/// polyphase channels (`x'[ci·s + r, u] = x[ci, u·s + r]`, taps padded
+/// with zeros to a multiple of `s`); output tiles of 8 channels × 48
+/// columns (AVX-512; 8 × 8 with AVX2) then accumulate `w · x` in registers over every input channel
+/// and tap, time block by time block so the input slab stays in cache.
+/// Each output is `bias + Σ w·x` fused-multiply-added in the same
+/// (channel, tap) order whatever the tiling, so results do not depend on
+/// the length of the input (streaming chunks give the same bits as the
+/// whole signal).
+#[derive(Debug, Clone)]
+struct Direct {
+    cout: usize,
+    /// Folded input channels (`cin·s`) and taps (`ceil(k/s)`).
+    cin: usize,
+    k: usize,
+    /// Dilation of the folded conv (`s == 1` only; 1 otherwise).
+    dil: usize,
+    fold: usize,
+    /// `[cout/MR tiles][cin][k][MR]`, zero rows past `cout`.
+    packed: Vec<f32>,
+    /// Bias padded to the tiles (zeros without bias).
+    bias: Vec<f32>,
+}
+
+impl Direct {
+    /// `None` when this CPU lacks AVX2/FMA, for a dilated strided conv, or
+    /// when turned off (`VOXTOK_SEANET_DIRECT=0`, for A/B runs).
+    fn new(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        dilation: usize,
+    ) -> Result<Option<Self>> {
+        if !direct_enabled()
+            || !has_avx2_fma()
+            || weight.dtype() != DType::F32
+            || !weight.device().is_cpu()
+            || (stride > 1 && dilation > 1)
+        {
+            return Ok(None);
+        }
+        let (cout, cin, k) = weight.dims3()?;
+        let w = weight.flatten_all()?.to_vec1::<f32>()?;
+        let s = stride.max(1);
+        let (fc, fk) = (cin * s, k.div_ceil(s));
+        let tiles = cout.div_ceil(MR);
+        let mut packed = vec![0f32; tiles * fc * fk * MR];
+        for co in 0..cout {
+            let (t, r) = (co / MR, co % MR);
+            for ci in 0..cin {
+                for j in 0..k {
+                    // tap j = o·s + ph reads x'[ci·s + ph, t + o]
+                    let (o, ph) = (j / s, j % s);
+                    let c2 = ci * s + ph;
+                    packed[((t * fc + c2) * fk + o) * MR + r] = w[(co * cin + ci) * k + j];
+                }
+            }
+        }
+        let mut b = vec![0f32; tiles * MR];
+        if let Some(bias) = bias {
+            for (d, v) in b.iter_mut().zip(bias.to_vec1::<f32>()?) {
+                *d = v;
+            }
+        }
+        Ok(Some(Self {
+            cout,
+            cin: fc,
+            k: fk,
+            dil: if s == 1 { dilation } else { 1 },
+            fold: s,
+            packed,
+            bias: b,
+        }))
+    }
+
+    /// Unpadded conv of `xs` `[B, Cin, T]` (CPU, f32): `[B, Cout, n]`.
+    fn forward(&self, xs: &Tensor, n: usize) -> Result<Tensor> {
+        let (b, cin, t) = xs.dims3()?;
+        // Rows may be views into a longer buffer (a streaming window):
+        // read them in place.
+        let st = xs.stride();
+        let xs = if st[2] == 1 && st[1] >= t && st[0] >= cin * st[1] {
+            xs.clone()
+        } else {
+            xs.contiguous()?
+        };
+        let (bs, rs) = (xs.stride()[0], xs.stride()[1]);
+        let (st, l) = xs.storage_and_layout();
+        let Storage::Cpu(CpuStorage::F32(d)) = &*st else {
+            candle_core::bail!("direct conv needs f32 CPU input");
+        };
+        let x = &d[l.start_offset()..];
+        let mut y = vec![0f32; b * self.cout * n];
+        let s = self.fold;
+        // Folded columns: outputs plus the taps' reach.
+        let u = n + (self.k - 1) * self.dil;
+        let mut folded = Vec::new();
+        for bi in 0..b {
+            let xb = &x[bi * bs..];
+            let (src, ldx) = if s == 1 {
+                (&xb[..(cin - 1) * rs + t], rs)
+            } else {
+                folded.clear();
+                folded.resize(cin * s * u, 0f32);
+                for ci in 0..cin {
+                    let row = &xb[ci * rs..ci * rs + t];
+                    for ph in 0..s {
+                        let dst = &mut folded[(ci * s + ph) * u..(ci * s + ph + 1) * u];
+                        for (c, v) in dst.iter_mut().enumerate() {
+                            // Past the input only zero-weight taps read.
+                            *v = row.get(c * s + ph).copied().unwrap_or(0.0);
+                        }
+                    }
+                }
+                (&folded[..], u)
+            };
+            self.run(
+                src,
+                ldx,
+                &mut y[bi * self.cout * n..(bi + 1) * self.cout * n],
+                n,
+            );
+        }
+        drop(st);
+        Tensor::from_vec(y, (b, self.cout, n), xs.device())
+    }
+
+    /// `y [cout, n]` from the stride-1 input `x [cin, ldx]`, by blocks of
+    /// output channels (weights ≈ 256 KiB, kept in L2) × time (input slab
+    /// ≈ 256 KiB), in parallel when there are threads and enough work.
+    fn run(&self, x: &[f32], ldx: usize, y: &mut [f32], n: usize) {
+        use rayon::prelude::*;
+        const BUDGET: usize = 256 << 10;
+        let tiles = self.cout.div_ceil(MR);
+        let per_tile = 4 * self.cin * self.k * MR;
+        let cb = (BUDGET / per_tile.max(1)).clamp(1, tiles);
+        let tb = ((BUDGET / (4 * self.cin).max(1)) / NR).max(1) * NR;
+        let (co_blocks, t_blocks) = (tiles.div_ceil(cb), n.div_ceil(tb));
+        let yp = SendPtr(y.as_mut_ptr());
+        let go = |i: usize| {
+            let (c, t) = (i / t_blocks, i % t_blocks);
+            let (c0, t0) = (c * cb, t * tb);
+            // SAFETY: blocks write disjoint tiles × columns of y; reads stay
+            // within x (asserted in `block`).
+            unsafe {
+                self.block(
+                    x,
+                    ldx,
+                    yp,
+                    n,
+                    c0,
+                    (c0 + cb).min(tiles),
+                    t0,
+                    (t0 + tb).min(n),
+                )
+            }
+        };
+        let blocks = co_blocks * t_blocks;
+        let work = n * self.cout * self.cin * self.k;
+        if blocks > 1 && work >= 1 << 22 && rayon::current_num_threads() > 1 {
+            (0..blocks).into_par_iter().for_each(go);
+        } else {
+            (0..blocks).for_each(go);
+        }
+    }
+
+    /// Output tiles `c0..c1` (of `MR` channels), columns `t0..t1`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block(
+        &self,
+        x: &[f32],
+        ldx: usize,
+        y: SendPtr,
+        n: usize,
+        c0: usize,
+        c1: usize,
+        t0: usize,
+        t1: usize,
+    ) {
+        let span = (self.k - 1) * self.dil;
+        assert!(t1 <= n && x.len() >= (self.cin - 1) * ldx + n + span && ldx >= n + span);
+        assert!(c1 <= self.cout.div_ceil(MR));
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") && !FORCE_AVX2.with(|f| f.get()) {
+            direct_avx512::block(self, x.as_ptr(), ldx, y.0, n, c0, c1, t0, t1)
+        } else {
+            direct_avx2::block(self, x.as_ptr(), ldx, y.0, n, c0, c1, t0, t1)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("Direct is only built with AVX2/FMA");
+    }
+}
+
+thread_local! {
+    /// Tests: run the AVX2 kernel on an AVX-512 machine (this thread).
+    static FORCE_AVX2: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// False when `VOXTOK_SEANET_DIRECT=0` (read once).
+fn direct_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VOXTOK_SEANET_DIRECT").map_or(true, |v| v != "0"))
+}
+
+/// `y`'s base pointer, shared by blocks that write disjoint columns.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used by `Direct::run`, whose blocks write disjoint elements.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+#[cfg(target_arch = "x86_64")]
+mod direct_avx512 {
+    use super::{Direct, MR};
+    use std::arch::x86_64::*;
+
+    /// Tiles `c0..c1` × columns `t0..t1` of `y [cout, n]`: 8 channels ×
+    /// 48 columns (the last vector masked at the end).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn block(
+        d: &Direct,
+        x: *const f32,
+        ldx: usize,
+        y: *mut f32,
+        n: usize,
+        c0: usize,
+        c1: usize,
+        t0: usize,
+        t1: usize,
+    ) {
+        let kk = d.cin * d.k * MR;
+        let mut t = t0;
+        while t < t1 {
+            let w = (t1 - t).min(48);
+            let v = w.div_ceil(16);
+            let last = w - 16 * (v - 1);
+            let mask: __mmask16 = if last == 16 {
+                0xffff
+            } else {
+                (1u16 << last) - 1
+            };
+            for ti in c0..c1 {
+                let rows = (d.cout - ti * MR).min(MR);
+                let wp = d.packed.as_ptr().add(ti * kk);
+                let bp = d.bias.as_ptr().add(ti * MR);
+                let yp = y.add(ti * MR * n + t);
+                let (xt, c, k, dl) = (x.add(t), d.cin, d.k, d.dil);
+                match (v, k) {
+                    (3, 1) => tile::<3, 1>(xt, ldx, c, k, dl, wp, bp, yp, n, rows, mask),
+                    (3, 2) => tile::<3, 2>(xt, ldx, c, k, dl, wp, bp, yp, n, rows, mask),
+                    (3, 3) => tile::<3, 3>(xt, ldx, c, k, dl, wp, bp, yp, n, rows, mask),
+                    (3, _) => tile::<3, 0>(xt, ldx, c, k, dl, wp, bp, yp, n, rows, mask),
+                    (2, _) => tile::<2, 0>(xt, ldx, c, k, dl, wp, bp, yp, n, rows, mask),
+                    _ => tile::<1, 0>(xt, ldx, c, k, dl, wp, bp, yp, n, rows, mask),
+                }
+            }
+            t += w;
+        }
+    }
+
+    /// An 8 × 16·V tile; `K` taps (0: `k`); the last vector is masked.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    unsafe fn tile<const V: usize, const K: usize>(
+        x: *const f32,
+        ldx: usize,
+        cin: usize,
+        k: usize,
+        dil: usize,
+        w: *const f32,
+        bias: *const f32,
+        y: *mut f32,
+        ldy: usize,
+        rows: usize,
+        mask: __mmask16,
+    ) {
+        let k = if K > 0 { K } else { k };
+        let mut acc = [[_mm512_setzero_ps(); V]; MR];
+        for r in 0..MR {
+            let b = _mm512_set1_ps(*bias.add(r));
+            for v in 0..V {
+                acc[r][v] = b;
+            }
+        }
+        let mut wp = w;
+        for ci in 0..cin {
+            let xr = x.add(ci * ldx);
+            for j in 0..k {
+                let xp = xr.add(j * dil);
+                let mut xv = [_mm512_setzero_ps(); V];
+                for v in 0..V {
+                    xv[v] = if v + 1 == V {
+                        _mm512_maskz_loadu_ps(mask, xp.add(16 * v))
+                    } else {
+                        _mm512_loadu_ps(xp.add(16 * v))
+                    };
+                }
+                for r in 0..MR {
+                    let wb = _mm512_set1_ps(*wp.add(r));
+                    for v in 0..V {
+                        acc[r][v] = _mm512_fmadd_ps(wb, xv[v], acc[r][v]);
+                    }
+                }
+                wp = wp.add(MR);
+            }
+        }
+        for r in 0..rows {
+            for v in 0..V {
+                let p = y.add(r * ldy + 16 * v);
+                if v + 1 == V {
+                    _mm512_mask_storeu_ps(p, mask, acc[r][v]);
+                } else {
+                    _mm512_storeu_ps(p, acc[r][v]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod direct_avx2 {
+    use super::{Direct, MR};
+    use std::arch::x86_64::*;
+
+    /// Tiles `c0..c1` × columns `t0..t1` of `y [cout, n]`: 8 × 8 tiles,
+    /// then one column at a time (same per-output FMA order throughout).
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn block(
+        d: &Direct,
+        x: *const f32,
+        ldx: usize,
+        y: *mut f32,
+        n: usize,
+        c0: usize,
+        c1: usize,
+        t0: usize,
+        t1: usize,
+    ) {
+        let kk = d.cin * d.k * MR;
+        let mut t = t0;
+        while t < t1 {
+            let w = if t1 - t >= 8 { 8 } else { 1 };
+            for tile in c0..c1 {
+                let rows = (d.cout - tile * MR).min(MR);
+                let wp = d.packed.as_ptr().add(tile * kk);
+                let bp = d.bias.as_ptr().add(tile * MR);
+                let yp = y.add(tile * MR * n + t);
+                if w == 8 {
+                    tile_8(x.add(t), ldx, d.cin, d.k, d.dil, wp, bp, yp, n, rows);
+                } else {
+                    tile_1(x.add(t), ldx, d.cin, d.k, d.dil, wp, bp, yp, n, rows);
+                }
+            }
+            t += w;
+        }
+    }
+
+    /// An 8 × 8 tile.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_8(
+        x: *const f32,
+        ldx: usize,
+        cin: usize,
+        k: usize,
+        dil: usize,
+        w: *const f32,
+        bias: *const f32,
+        y: *mut f32,
+        ldy: usize,
+        rows: usize,
+    ) {
+        let mut acc = [_mm256_setzero_ps(); MR];
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_set1_ps(*bias.add(r));
+        }
+        let mut wp = w;
+        for ci in 0..cin {
+            let xr = x.add(ci * ldx);
+            for j in 0..k {
+                let xv = _mm256_loadu_ps(xr.add(j * dil));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(_mm256_broadcast_ss(&*wp.add(r)), xv, *a);
+                }
+                wp = wp.add(MR);
+            }
+        }
+        for (r, a) in acc.iter().enumerate().take(rows) {
+            _mm256_storeu_ps(y.add(r * ldy), *a);
+        }
+    }
+
+    /// An 8 × 1 tile (the last columns).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_1(
+        x: *const f32,
+        ldx: usize,
+        cin: usize,
+        k: usize,
+        dil: usize,
+        w: *const f32,
+        bias: *const f32,
+        y: *mut f32,
+        ldy: usize,
+        rows: usize,
+    ) {
+        let mut acc = [0f32; MR];
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = *bias.add(r);
+        }
+        let mut wp = w;
+        for ci in 0..cin {
+            let xr = x.add(ci * ldx);
+            for j in 0..k {
+                let xv = *xr.add(j * dil);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a = (*wp.add(r)).mul_add(xv, *a);
+                }
+                wp = wp.add(MR);
+            }
+        }
+        for (r, a) in acc.iter().enumerate().take(rows) {
+            *y.add(r * ldy) = *a;
+        }
+    }
 }
 
 // ------------------------------------------------------------- streaming
@@ -522,8 +1085,9 @@ enum LayerState {
     Stateless,
 }
 
-/// Streaming state of a whole layer stack (encoder or causal decoder).
-pub struct StackState(Vec<LayerState>);
+/// Streaming state of a whole layer stack (encoder or causal decoder), with
+/// the time spent in each layer.
+pub struct StackState(Vec<LayerState>, Vec<Duration>);
 
 impl StackState {
     pub fn new(layers: &[Layer]) -> Self {
@@ -543,7 +1107,13 @@ impl StackState {
                     Layer::Elu => LayerState::Stateless,
                 })
                 .collect(),
+            vec![Duration::ZERO; layers.len()],
         )
+    }
+
+    /// Time spent in each layer so far.
+    pub fn layer_times(&self) -> &[Duration] {
+        &self.1
     }
 
     /// Whether the first conv has applied its left padding.
@@ -560,8 +1130,10 @@ impl StackState {
         last: bool,
     ) -> Result<Option<Tensor>> {
         let mut xs = xs;
-        for (layer, st) in layers.iter().zip(self.0.iter_mut()) {
+        for ((layer, st), t) in layers.iter().zip(self.0.iter_mut()).zip(self.1.iter_mut()) {
+            let t0 = Instant::now();
             xs = step_layer(layer, st, xs, last)?;
+            *t += t0.elapsed();
         }
         Ok(xs)
     }
@@ -575,7 +1147,7 @@ fn step_layer(
 ) -> Result<Option<Tensor>> {
     match (layer, st) {
         (Layer::Conv(c), LayerState::Conv(s)) => step_conv(c, s, xs, last),
-        (Layer::Elu, _) => xs.map(|x| x.elu(1.0)).transpose(),
+        (Layer::Elu, _) => xs.map(|x| elu(&x)).transpose(),
         (Layer::Lstm(lstm), LayerState::Lstm(state)) => {
             let Some(x) = xs else { return Ok(None) };
             if x.dim(2)? == 0 {
@@ -596,13 +1168,8 @@ fn step_layer(
                 pending,
             },
         ) => {
-            let main = step_conv(
-                &r.conv1,
-                c1,
-                xs.as_ref().map(|x| x.elu(1.0)).transpose()?,
-                last,
-            )?;
-            let main = step_conv(&r.conv2, c2, main.map(|x| x.elu(1.0)).transpose()?, last)?;
+            let main = step_conv(&r.conv1, c1, xs.as_ref().map(elu).transpose()?, last)?;
+            let main = step_conv(&r.conv2, c2, main.map(|x| elu(&x)).transpose()?, last)?;
             let short = match &r.shortcut {
                 Some(s) => step_conv(s, sc, xs, last)?,
                 None => xs,
@@ -665,5 +1232,93 @@ mod tests {
                 assert!(d < 1e-4, "cin={cin} k={k} s={stride} n={n}: {d}");
             }
         }
+    }
+    fn bits(t: &Tensor) -> Vec<u32> {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// The direct kernel equals candle's conv1d (strides with and without
+    /// k a multiple of them, dilation, output channels not a multiple of 4,
+    /// lengths around the tile widths, batch 2), and a window of the input
+    /// gives bit-identical outputs to the whole (independent of tiling).
+    #[test]
+    fn direct_equals_conv1d() {
+        if !has_avx2_fma() {
+            eprintln!("no AVX2/FMA: direct conv not used");
+            return;
+        }
+        let dev = Device::Cpu;
+        for (cin, cout, k, stride, dilation, bias) in [
+            (1, 8, 7, 1, 1, true),
+            (6, 3, 3, 1, 2, true),
+            (16, 8, 1, 1, 1, false),
+            (8, 16, 8, 4, 1, true),
+            (5, 7, 7, 3, 1, true),
+            (12, 9, 10, 5, 1, false),
+            (20, 17, 3, 1, 1, true),
+        ] {
+            let w = Tensor::randn(0f32, 1.0, (cout, cin, k), &dev).unwrap();
+            let b = bias.then(|| Tensor::randn(0f32, 1.0, cout, &dev).unwrap());
+            let d = Direct::new(&w, b.as_ref(), stride, dilation)
+                .unwrap()
+                .expect("direct");
+            let k_eff = (k - 1) * dilation + 1;
+            for n in [1, 7, 8, 15, 16, 17, 31, 32, 33, 57, 300] {
+                let len = (n - 1) * stride + k_eff + stride - 1;
+                let x = Tensor::randn(0f32, 1.0, (2, cin, len), &dev).unwrap();
+                let got = d.forward(&x, n).unwrap();
+                let mut want = x.conv1d(&w, 0, stride, dilation, 1).unwrap();
+                if let Some(b) = &b {
+                    want = want.broadcast_add(&b.reshape((1, (), 1)).unwrap()).unwrap();
+                }
+                assert_eq!(got.dims(), want.dims());
+                let err = max_abs(&got, &want);
+                assert!(
+                    err < 1e-4,
+                    "cin={cin} k={k} s={stride} d={dilation} n={n}: {err}"
+                );
+                // The AVX2 kernel gives the same bits.
+                FORCE_AVX2.with(|f| f.set(true));
+                let avx2 = d.forward(&x, n).unwrap();
+                FORCE_AVX2.with(|f| f.set(false));
+                assert_eq!(
+                    bits(&avx2),
+                    bits(&got),
+                    "cin={cin} k={k} s={stride} n={n}: AVX2 bits"
+                );
+                // Outputs 3.. from the window that starts 3 frames later.
+                if n > 3 {
+                    let part = x.narrow(2, 3 * stride, len - 3 * stride).unwrap();
+                    let sub = d.forward(&part, n - 3).unwrap();
+                    let full = got.narrow(2, 3, n - 3).unwrap();
+                    assert_eq!(
+                        bits(&sub),
+                        bits(&full),
+                        "cin={cin} k={k} s={stride} n={n}: window not bit-identical"
+                    );
+                }
+            }
+        }
+    }
+    /// The vectorized ELU matches candle's within 1e-6 on [-90, 10]
+    /// (strided input too) and passes positive inputs through exactly.
+    #[test]
+    fn elu_matches_candle() {
+        let dev = Device::Cpu;
+        let v: Vec<f32> = (0..10_000).map(|i| -90.0 + i as f32 * 0.01).collect();
+        let x = Tensor::from_vec(v, (1, 2, 5000), &dev).unwrap();
+        let xt = x.transpose(1, 2).unwrap();
+        let err = max_abs(&elu(&xt).unwrap(), &xt.elu(1.0).unwrap());
+        assert!(err < 1e-6, "elu max abs err {err}");
+        let pos = x.narrow(1, 1, 1).unwrap().narrow(2, 4100, 900).unwrap();
+        let a = elu(&pos)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = pos.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(b.iter().all(|&v| v > 0.0) && a == b);
     }
 }
