@@ -70,10 +70,21 @@ deb_fetch() { # package version sha256 -> path of the .deb
 # Each fetch step runs on its own: one that cannot reach its registry is
 # reported and skipped, the others and the build still run (offline-safe).
 missing=()
+# Wall time of each step, printed as it ends and summed up at the end.
+t_setup=$EPOCHREALTIME
+times=()
+elapsed() { # start -> seconds since, one decimal
+  awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'
+}
 step() { # name check-file function
+  local t0=$EPOCHREALTIME what="fetched"
+  [ -f "$2" ] && what="already there"
   if [ -f "$2" ] || ( "$3" ) && [ -f "$2" ]; then
+    times+=("${1%% (*}: $(elapsed "$t0") s ($what)")
+    say "$1: $what in $(elapsed "$t0") s"
     return 0
   fi
+  times+=("${1%% (*}: $(elapsed "$t0") s (failed)")
   say "warning: $1 is not set up (see the message above); everything else still works"
   missing+=("$1")
 }
@@ -159,8 +170,12 @@ if [ $build -eq 1 ]; then
   else
     say "no ALSA headers (apt-get install libasound2-dev): building without microphone support"
   fi
+  t0=$EPOCHREALTIME
   (cd "$root" && cargo build --release --locked -p voxtok ${features[@]+"${features[@]}"})
+  times+=("release build: $(elapsed "$t0") s")
+  say "release build: $(elapsed "$t0") s"
 fi
+say "time per step: $(IFS=';'; echo "${times[*]}" | sed 's/;/; /g'); total $(elapsed "$t_setup") s"
 say "shipped with the repo (no download): the spoken-maths model assets/s2l-small"
 if [ ${#missing[@]} -gt 0 ]; then
   say "done, without: ${missing[*]}"
