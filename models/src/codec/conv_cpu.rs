@@ -40,15 +40,15 @@ impl OutPtr {
 pub fn pack_taps(w: &[f32], cout: usize, cin: usize, k: usize, transposed: bool) -> Vec<f32> {
     assert_eq!(w.len(), cout * cin * k);
     let mut out = vec![0f32; w.len()];
-    for (j, tap) in out.chunks_exact_mut(cout * cin).enumerate() {
-        for (co, row) in tap.chunks_exact_mut(cin).enumerate() {
-            for (ci, v) in row.iter_mut().enumerate() {
-                *v = if transposed {
-                    w[(ci * cout + co) * k + j]
-                } else {
-                    w[(co * cin + ci) * k + j]
-                };
-            }
+    // Read `w` in order (its taps are the innermost, contiguous dim).
+    for (i, taps) in w.chunks_exact(k).enumerate() {
+        let (co, ci) = if transposed {
+            (i % cout, i / cout)
+        } else {
+            (i / cin, i % cin)
+        };
+        for (j, &v) in taps.iter().enumerate() {
+            out[(j * cout + co) * cin + ci] = v;
         }
     }
     out
@@ -59,8 +59,6 @@ pub fn pack_taps(w: &[f32], cout: usize, cin: usize, k: usize, transposed: bool)
 pub enum Init<'a> {
     /// Overwritten with the bias (`[cout]`) broadcast over time.
     Bias(&'a [f32]),
-    /// Overwritten with zeros.
-    Zero,
     /// Kept (e.g. the residual), plus the bias when given.
     Add(Option<&'a [f32]>),
 }
@@ -133,7 +131,6 @@ unsafe fn init_tile(
         let row = std::slice::from_raw_parts_mut(y.add(r * rs + c0), c1 - c0);
         match init {
             Init::Bias(b) => row.fill(b[r]),
-            Init::Zero => row.fill(0.0),
             Init::Add(Some(b)) => row.iter_mut().for_each(|v| *v += b[r]),
             Init::Add(None) => {}
         }

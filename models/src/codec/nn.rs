@@ -224,7 +224,8 @@ impl TapConv {
         let done = conv_cpu::with_f32(taps, |w| {
             conv_cpu::with_f32(&xs, |x| {
                 for (xb, yb) in x.chunks(cin * t).zip(y.chunks_mut(cout * g.n_out)) {
-                    conv_cpu::conv1d(&g, xb, w, conv_cpu::Init::Zero, yb);
+                    // y starts zeroed.
+                    conv_cpu::conv1d(&g, xb, w, conv_cpu::Init::Add(None), yb);
                 }
             })
         });
