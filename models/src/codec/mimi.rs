@@ -15,7 +15,7 @@ use super::seanet::{
     run_layers, step_conv, Conv, ConvState, ConvT, Layer, PadMode, ResBlock, StackState,
 };
 use super::{AudioTokenizer, CodecError, Codes, Result, TokenizerInfo};
-use crate::runtime::{Device, Linear, ModelDir};
+use crate::runtime::{dot, Device, Linear, ModelDir};
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
 use serde::Deserialize;
@@ -478,24 +478,6 @@ impl KvRing {
         }
         out
     }
-}
-
-/// Dot product with 8 independent accumulators (vectorizes without fast-math).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]);
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
 }
 
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@
 
 use super::nn::{conv_weight, pad_reflect, Lstm, LstmState, TapConv};
 use crate::runtime::{xwt, SMALL_M};
+use crate::whisper::fastmath::exp_f32;
 use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor, D};
 use candle_nn::{GroupNorm, VarBuilder};
 use std::time::{Duration, Instant};
@@ -425,25 +426,6 @@ unsafe fn elu_avx2(x: &[f32], y: &mut [f32]) {
         let e = exp_f32(v.min(0.0)) - 1.0;
         *o = if v > 0.0 { v } else { e };
     }
-}
-
-/// `exp(x)` in f32, relative error below 2e-7 on [-87, 88] (Cody-Waite
-/// reduction, degree-6 polynomial, exponent bits set directly), written so
-/// loops over it vectorize.
-#[inline(always)]
-fn exp_f32(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
-    let x = x.clamp(-87.3, 88.7);
-    let t = x * std::f32::consts::LOG2_E + MAGIC;
-    let k = t - MAGIC;
-    let n = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
-    let r = x - k * 0.693_145_75 - k * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (0.166_666_67
-                    + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
-    p * f32::from_bits(((n + 127) as u32) << 23)
 }
 
 /// SEANet residual block: ELU, conv(k, dilation), ELU, conv(1), plus the

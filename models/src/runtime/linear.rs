@@ -177,7 +177,8 @@ unsafe fn block(
 }
 
 /// Dot product with 8 independent accumulators (vectorizes without fast-math).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let ca = a.chunks_exact(8);
     let cb = b.chunks_exact(8);

@@ -17,7 +17,7 @@ mod ct2;
 pub mod decoding;
 mod encoder;
 mod encoder_cpu;
-mod fastmath;
+pub(crate) mod fastmath;
 pub mod kv_cache;
 pub mod languages;
 pub mod longform;
