@@ -6,6 +6,7 @@
 //! and the tiles run on rayon's threads; and DAC's Snake activation in one
 //! vectorized pass with a fast `sin²`.
 
+use crate::runtime::SendPtr;
 use candle_core::{CpuStorage, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -16,21 +17,6 @@ pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     match (&*s, l.contiguous_offsets()) {
         (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Some(f(&v[a..b])),
         _ => None,
-    }
-}
-
-/// A raw output pointer shared by the tiles; every tile writes its own
-/// disjoint rows × columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tiles write disjoint regions (see `tiles`), and the buffer outlives the scope.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer (a method, so closures capture the `Send` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 
@@ -198,7 +184,7 @@ pub fn conv1d(g: &Geom, x: &[f32], wt: &[f32], init: Init, y: &mut [f32]) {
     } = *g;
     assert!(x.len() >= cin * t_in && wt.len() >= cout * cin * k && y.len() >= cout * n_out);
     check_init(init, cout);
-    let yp = OutPtr(y.as_mut_ptr());
+    let yp = SendPtr(y.as_mut_ptr());
     let work = tiles(cout, n_out, 4 * (cin * s + cout));
     work.par_iter().for_each(|&(r0, r1, c0, c1)| {
         // SAFETY: the tile is inside y, tiles are disjoint, and every
@@ -260,7 +246,7 @@ pub fn conv_transpose1d(g: &Geom, x: &[f32], wt: &[f32], init: Init, y: &mut [f3
     assert_eq!(g.dilation, 1, "conv_transpose1d: dilation 1 only");
     assert!(x.len() >= cin * t_in && wt.len() >= cout * cin * k && y.len() >= cout * n_out);
     check_init(init, cout);
-    let yp = OutPtr(y.as_mut_ptr());
+    let yp = SendPtr(y.as_mut_ptr());
     let work = tiles(cout, n_out, 4 * (cin / s.max(1) + cout));
     work.par_iter().for_each(|&(r0, r1, c0, c1)| {
         // SAFETY: as in conv1d; each tap writes outputs o = t·s + j − pad

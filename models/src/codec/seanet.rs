@@ -8,8 +8,8 @@
 //! once instead of being repacked for a GEMM on every push.
 
 use super::nn::{conv_weight, pad_reflect, Lstm, LstmState, TapConv};
-use crate::runtime::{xwt, SMALL_M};
-use crate::whisper::fastmath::exp_f32;
+use crate::runtime::{xwt, SendPtr, SMALL_M};
+use crate::whisper::fastmath::{exp_f32, has_avx2_fma};
 use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor, D};
 use candle_nn::{GroupNorm, VarBuilder};
 use std::time::{Duration, Instant};
@@ -736,25 +736,11 @@ thread_local! {
     static FORCE_AVX2: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// False when `VOXTOK_SEANET_DIRECT=0` (read once).
 fn direct_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("VOXTOK_SEANET_DIRECT").map_or(true, |v| v != "0"))
 }
-
-/// `y`'s base pointer, shared by blocks that write disjoint columns.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used by `Direct::run`, whose blocks write disjoint elements.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 #[cfg(target_arch = "x86_64")]
 mod direct_avx512 {

@@ -143,12 +143,20 @@ pub fn xwt(
     }
 }
 
-/// `y`'s base pointer, shared by tasks that write disjoint columns.
+/// An output buffer's base pointer shared by parallel tasks that each write
+/// their own disjoint elements (`xwt`, the codec conv kernels).
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used by `xwt`, whose tasks write disjoint elements.
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: every user's tasks write disjoint elements of a buffer that outlives them.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer (a method, so closures capture the `Send` wrapper).
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// Columns `j0..j1` of `y` (caller guarantees the bounds).
 #[allow(clippy::too_many_arguments)]

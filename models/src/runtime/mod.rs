@@ -13,6 +13,7 @@ mod model_dir;
 pub(crate) mod testing;
 
 pub use device::{parse_device, parse_dtype, DeviceSpec};
+pub(crate) use linear::SendPtr;
 pub use linear::{dot, xwt, Linear, SMALL_M};
 pub use model_dir::{
     default_model_candidates, find_asset_model, find_default_model, read_json, ModelDir,
