@@ -201,6 +201,43 @@ class En:
             s = "%s %s" % (self.r.choice(self.OPEN), s)
         return s
 
+    # training-only compositions: constructs inside larger expressions. They are
+    # siblings of the held-out templates, never the same pattern: no square root
+    # as a fraction's numerator, no sum after a leading term, and "the square
+    # root of the quantity" only over sums and differences.
+    def numerator(self):
+        r, v = self.r, self.var()
+        return r.choice([
+            "%s %s" % (v, r.choice(["squared", "cubed"])), "sine %s" % v, "cosine %s" % v,
+            "the natural log of %s" % v, "%s of %s" % (r.choice(["f", "g"]), r.choice(EN_VARS)),
+            "the absolute value of %s" % v, "%s sub %s" % (r.choice(EN_VARS), r.choice(["i", "k", "n"])),
+            "%s to the power of %s" % (v, r.choice(EN_VARS)), "%s %s" % (self.num(small=True), r.choice(EN_VARS)),
+        ])
+
+    def c_frac(self):
+        return "%s over %s" % (self.numerator(), self.atom())
+
+    def c_quantity(self):
+        r = self.r
+        if r.random() < 0.5:
+            f = r.choice(["sine", "cosine", "the natural log", "the absolute value", "the square"])
+            return "%s of the quantity %s over %s" % (f, self.atom(), self.atom())
+        return "the square root of the quantity %s %s %s" % (self.atom(), r.choice(["plus", "minus"]), self.atom())
+
+    def c_term_construct(self):
+        c = self.r.choice([self.integral, self.limit, self.product])
+        return "%s %s %s" % (self.term(), self.r.choice(["plus", "minus"]), c())
+
+    def c_construct_term(self):
+        c = self.r.choice([self.sum_, self.integral, self.limit])
+        return "%s %s %s" % (c(), self.r.choice(["plus", "minus"]), self.term())
+
+    def product(self):
+        i = self.r.choice(["i", "k", "n"])
+        return "the product from %s equals %s to %s of %s" % (
+            i, self.r.choice(["zero", "one"]), self.r.choice(["n", "ten", "capital n"]),
+            self.r.choice([i, "a sub %s" % i, "%s squared" % i, "one plus %s" % i]))
+
     # held-out compositions (test only)
     def h_root_frac(self):
         return "the square root of the quantity %s over %s" % (self.atom(), self.atom())
@@ -350,6 +387,31 @@ class Ru:
     def sentence(self):
         return "%s %s" % (self.r.choice(self.SUBJ), self.r.choice(self.PRED))
 
+    # training-only compositions (see En): no root as a numerator, no sum after a term.
+    def numerator(self):
+        r, v = self.r, self.var()
+        return r.choice([
+            "%s %s" % (v, r.choice(["в квадрате", "в кубе"])), "синус %s" % v, "косинус %s" % v,
+            "логарифм %s" % v, "эф от %s" % r.choice(["икс", "тэ"]), "модуль %s" % v,
+            "%s с индексом %s" % (r.choice(["икс", "а"]), r.choice(["ай", "эн", "ка"])),
+            "%s в степени %s" % (v, r.choice(["эн", "ка", "два"])), "%s %s" % (self.num(small=True), r.choice(RU_VARS)),
+        ])
+
+    def c_frac(self):
+        return "%s делить на %s" % (self.numerator(), self.atom())
+
+    def c_term_construct(self):
+        c = self.r.choice([self.integral, self.limit, self.product])
+        return "%s %s %s" % (self.term(), self.r.choice(["плюс", "минус"]), c())
+
+    def c_construct_term(self):
+        c = self.r.choice([self.sum_, self.integral, self.limit])
+        return "%s %s %s" % (c(), self.r.choice(["плюс", "минус"]), self.term())
+
+    def product(self):
+        return "произведение от ка равно %s до эн %s" % (
+            self.r.choice(["нулю", "одному"]), self.r.choice(["ка", "а с индексом ка", "ка в квадрате"]))
+
     def h_root_frac(self):
         return "корень из %s делить на %s" % (self.atom(), self.atom())
 
@@ -363,12 +425,19 @@ class Ru:
 TEMPLATES = [("expr", 3), ("equation", 4), ("integral", 1), ("sum_", 1), ("limit", 1), ("deriv", 1),
              ("brackets", 1), ("sets", 1), ("inline", 1), ("sentence", 2)]
 HELDOUT_TEMPLATES = ["h_root_frac", "h_int_sum", "h_deriv_eq"]
+# Training-only compositions (`make_corpus.py --compositions N`); Ru has no c_quantity.
+COMPOSITIONS = {"en": ["c_frac", "c_quantity", "c_term_construct", "c_construct_term"],
+                "ru": ["c_frac", "c_term_construct", "c_construct_term"]}
 
 
-def generate(lang, rng, test):
-    """One (spoken, kind, template) item; test items use held-out templates 40% of the time."""
+def generate(lang, rng, test, compositions=False):
+    """One (spoken, kind, template) item; test items use held-out templates 40% of the time,
+    `compositions` items only the training-only composition templates."""
     g = (En if lang == "en" else Ru)(rng, test)
-    if test and rng.random() < 0.4:
+    if compositions:
+        assert not test, "composition templates are for training only"
+        name = rng.choice(COMPOSITIONS[lang])
+    elif test and rng.random() < 0.4:
         name = rng.choice(HELDOUT_TEMPLATES)
     else:
         names = [n for n, w in TEMPLATES for _ in range(w)]

@@ -10,6 +10,13 @@ Columns: audio {bytes (16 kHz mono WAV), path}, spoken, latex, language, kind,
 template, voice, speech_end_s. Deterministic for a given --seed.
 
     python tools/s2l/make_corpus.py --out data/s2l-corpus --train 12000 --test 300
+
+`--compositions N` adds N training items from the training-only composition
+templates (constructs inside larger expressions; see `grammar.COMPOSITIONS`) to
+an existing corpus, as OUT/data/train-c-00000-of-00001.parquet, keeping its test
+split out:
+
+    python tools/s2l/make_corpus.py --out data/s2l-corpus --compositions 6000 --seed 4321
 """
 
 import argparse
@@ -95,7 +102,7 @@ def render(job):
     return idx, None, None, None
 
 
-def make_split(name, n, rng, test, voxtok, exclude):
+def make_split(name, n, rng, test, voxtok, exclude, compositions=False):
     items = []
     seen = set(exclude)
     per_lang = {"en": int(n * 0.55), "ru": n - int(n * 0.55)}
@@ -104,7 +111,7 @@ def make_split(name, n, rng, test, voxtok, exclude):
         tries = 0
         while len(pool) < k and tries < k * 20:
             tries += 1
-            text, kind, tmpl = grammar.generate(lang, rng, test)
+            text, kind, tmpl = grammar.generate(lang, rng, test, compositions)
             if (lang, text) in seen:
                 continue
             if not test and grammar.uses_heldout_number(text, lang):
@@ -150,22 +157,33 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--shard", type=int, default=3000, help="train rows per parquet shard")
     ap.add_argument("--voxtok", default="target/release/voxtok")
+    ap.add_argument("--compositions", type=int, default=0,
+                    help="add this many composition-template training items to an existing corpus at --out")
     a = ap.parse_args()
     os.makedirs(os.path.join(a.out, "data"), exist_ok=True)
     rng = random.Random(a.seed)
-    test = make_split("test", a.test, rng, True, a.voxtok, set())
-    train = make_split("train", a.train, rng, False, a.voxtok,
-                       {(t["language"], t["spoken"]) for t in test})
+    if a.compositions:
+        import pyarrow.parquet as pq
+        held = pq.read_table(os.path.join(a.out, "data", "test-00000-of-00001.parquet"),
+                             columns=["language", "spoken"]).to_pylist()
+        splits = [("train-c", make_split("train", a.compositions, rng, False, a.voxtok,
+                                         {(t["language"], t["spoken"]) for t in held}, compositions=True))]
+    else:
+        test = make_split("test", a.test, rng, True, a.voxtok, set())
+        train = make_split("train", a.train, rng, False, a.voxtok,
+                           {(t["language"], t["spoken"]) for t in test})
+        splits = [("test", test), ("train", train)]
+    offsets = {"test": 0, "train": 500_000, "train-c": 900_000}
     with mp.Pool(a.jobs) as pool:
-        for name, items in (("test", test), ("train", train)):
-            jobs = [(i, it["spoken"], it["language"], a.seed * 1_000_003 + (0 if name == "test" else 500_000) + i)
+        for name, items in splits:
+            jobs = [(i, it["spoken"], it["language"], a.seed * 1_000_003 + offsets[name] + i)
                     for i, it in enumerate(items)]
             rendered = [None] * len(items)
             for k, (i, b, v, e) in enumerate(pool.imap_unordered(render, jobs, chunksize=16)):
                 rendered[i] = (b, v, e)
                 if k % 1000 == 0:
                     print("%s: rendered %d/%d" % (name, k, len(items)), file=sys.stderr, flush=True)
-            shards = [(0, len(items))] if name == "test" else [
+            shards = [(0, len(items))] if name != "train" else [
                 (s, min(s + a.shard, len(items))) for s in range(0, len(items), a.shard)]
             total = 0
             for k, (s, e) in enumerate(shards):

@@ -51,21 +51,29 @@ def load_split(corpus, split):
 
 
 def mels_for(rows, cache):
-    """Log-mel [N, 80, N_FRAMES] float16, computed once and cached."""
+    """Log-mel [N, 80, N_FRAMES] float16, computed once and cached. A cache of the
+    first rows (shards added to the corpus since, e.g. `--compositions`, sort
+    last) is extended rather than recomputed."""
+    done = 0
+    out = np.zeros((len(rows), 80, N_FRAMES), np.float16)
     if os.path.exists(cache):
         m = np.load(cache, mmap_mode="r")
         if m.shape[0] == len(rows):
             return np.asarray(m)
+        if m.shape[0] < len(rows):
+            done = m.shape[0]
+            out[:done] = m
+            log("mel cache has %d of %d rows: extending" % (done, len(rows)))
     from transformers import WhisperFeatureExtractor
     fe = WhisperFeatureExtractor(feature_size=80, chunk_length=WINDOW_S, sampling_rate=16000)
-    out = np.zeros((len(rows), 80, N_FRAMES), np.float16)
-    for s in range(0, len(rows), 256):
+    for s in range(done, len(rows), 256):
         wavs = [sf.read(io.BytesIO(r["audio"]["bytes"]), dtype="float32")[0] for r in rows[s:s + 256]]
         f = fe(wavs, sampling_rate=16000, return_tensors="np").input_features
         out[s:s + len(wavs)] = f.astype(np.float16)
-        if s % 4096 == 0:
+        if (s - done) % 4096 == 0:
             log("mel %d/%d" % (s, len(rows)))
-    np.save(cache, out)
+    np.save(cache + ".tmp.npy", out)
+    os.replace(cache + ".tmp.npy", cache)  # replaces a symlinked cache, not its target
     return out
 
 
