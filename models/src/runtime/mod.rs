@@ -7,6 +7,7 @@
 pub mod audio_llm;
 pub mod ctranslate2;
 mod device;
+pub mod int8;
 mod linear;
 mod model_dir;
 #[cfg(test)]

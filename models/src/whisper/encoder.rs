@@ -9,8 +9,10 @@
 
 use super::config::WhisperConfig;
 use super::encoder_cpu as cpu;
+use crate::runtime::int8::QLinear;
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
+use std::sync::Arc;
 
 /// Largest attention score tensor the generic (non-CPU-kernel) path
 /// computes at once (bytes): longer inputs go in query blocks.
@@ -24,11 +26,13 @@ fn layer_norm(n: usize, vb: VarBuilder) -> Result<LayerNorm> {
     ))
 }
 
-/// A dense layer's weight `[out, in]` and bias `[out]`.
+/// A dense layer's weight `[out, in]` and bias `[out]`, and its int8
+/// form once [`Encoder::quantize_int8`] has made it.
 #[derive(Debug, Clone)]
 struct Dense {
     w: Tensor,
     b: Tensor,
+    q: Option<Arc<QLinear>>,
 }
 
 impl Dense {
@@ -36,7 +40,13 @@ impl Dense {
         Ok(Self {
             w: vb.get((o, i), "weight")?,
             b: vb.get(o, "bias")?,
+            q: None,
         })
+    }
+
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.q = Some(Arc::new(QLinear::from_tensors(&self.w, Some(&self.b))?));
+        Ok(())
     }
 
     /// `x·wᵀ + b` (then erf GELU) over the last dimension of `x`.
@@ -44,7 +54,9 @@ impl Dense {
         let dims = x.dims().to_vec();
         let k = dims[dims.len() - 1];
         let x2 = x.reshape(((), k))?;
-        let y = if fast && cpu::supported(x) {
+        let y = if let (Some(q), true) = (&self.q, cpu::supported(x)) {
+            q.forward(&x2, gelu)?
+        } else if fast && cpu::supported(x) {
             cpu::dense(&x2, &self.w, &self.b, gelu)?
         } else {
             let y = x2.matmul(&self.w.t()?)?.broadcast_add(&self.b)?;
@@ -82,6 +94,7 @@ impl EncoderLayer {
         let qkv = Dense {
             w: Tensor::cat(&[&(q.w * scale)?, &kw, &v.w], 0)?,
             b: Tensor::cat(&[&(q.b * scale)?, &v.b.zeros_like()?, &v.b], 0)?,
+            q: None,
         };
         Ok(Self {
             attn_ln: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
@@ -143,6 +156,7 @@ impl Conv3 {
             dense: Dense {
                 w: vb.get((o, i, 3), "weight")?.reshape((o, i * 3))?,
                 b: vb.get(o, "bias")?,
+                q: None,
             },
             stride,
         })
@@ -211,6 +225,19 @@ impl Encoder {
             n_mels: cfg.num_mel_bins,
             fast: true,
         })
+    }
+
+    /// Switches the transformer layers' dense layers (attention
+    /// projections and MLP) to int8 weights and activations, used on CPU
+    /// float32 inputs (the `int8` compute type; the convolutions, layer
+    /// norms and attention itself stay float32).
+    pub(super) fn quantize_int8(&mut self) -> Result<()> {
+        for l in &mut self.layers {
+            for d in [&mut l.qkv, &mut l.out, &mut l.fc1, &mut l.fc2] {
+                d.quantize_int8()?;
+            }
+        }
+        Ok(())
     }
 
     /// Encodes a batch of log-mel windows.
