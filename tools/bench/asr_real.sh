@@ -19,6 +19,7 @@
 #
 # usage: tools/bench/asr_real.sh [N_FILES=60] [MODEL=data/models/whisper-tiny.en] [PYTHON=python3]
 # env:   THREADS=2  OUT=bench-out/asr-real  NATIVE=1 (0: skip the native-padding row)
+#        INT8=1 (0: skip the voxtok --dtype int8 batch-8 row, the peer of faster-whisper int8)
 # needs: scripts/setup.sh done; sox; `pip install faster-whisper soundfile scipy` for PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,6 +29,7 @@ py=${3:-python3}
 threads=${THREADS:-2}
 out=${OUT:-bench-out/asr-real}
 native=${NATIVE:-1}
+int8=${INT8:-1}
 src=data/speech/asterisk
 mkdir -p "$out"
 command -v sox >/dev/null || { echo "asr_real: sox is needed (apt-get install sox)" >&2; exit 2; }
@@ -52,6 +54,11 @@ export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
 for b in 1 8; do
   "$voxtok" bench asr --dataset "asterisk:$set16" --limit "$n" --model "$model" --batch-size "$b" --out-dir "$out" -q >/dev/null
 done
+extra=()
+if [ "$int8" = 1 ]; then
+  "$voxtok" bench asr --dataset "asterisk:$set16" --limit "$n" --model "$model" --batch-size 8 --dtype int8 --out-dir "$out" -q >/dev/null
+  extra+=("$out/voxtok-b8-int8.jsonl")
+fi
 fw() { "$py" tools/bench/asr_faster_whisper.py --model "$model" --files-from "$out/files.txt" --threads "$threads" "$@"; }
 fw --compute-type float32 --batch-size 1 --mel-padding audio -o "$out/fw-f32-b1.jsonl"
 fw --compute-type int8 --batch-size 8 --mel-padding audio -o "$out/fw-int8-b8.jsonl"
@@ -60,7 +67,7 @@ if [ "$native" = 1 ]; then
   fw --compute-type float32 --batch-size 1 --mel-padding zeros -o "$out/fw-f32-b1-native.jsonl"
   runs+=("$out/fw-f32-b1-native.jsonl")
 fi
-"$voxtok" bench asr --dataset "asterisk:$set16" --limit "$n" --json "$out/table.json" --score "${runs[@]}" \
+"$voxtok" bench asr --dataset "asterisk:$set16" --limit "$n" --json "$out/table.json" --score "${runs[@]}" ${extra[@]+"${extra[@]}"} \
   | tee "$out/table.md"
 
 # Per-file differences: voxtok batch 1 against faster-whisper float32 on the same inputs (and its native padding).

@@ -110,7 +110,13 @@ pub fn run(a: DatasetArgs, g: &Global) -> anyhow::Result<Exit> {
     )?;
 
     let batch = a.batch_size.max(1);
-    let run_path = out_dir.join(format!("voxtok-b{batch}.jsonl"));
+    // int8 runs get their own file and label, beside the float runs.
+    let int8 = if a.dtype.eq_ignore_ascii_case("int8") {
+        "-int8"
+    } else {
+        ""
+    };
+    let run_path = out_dir.join(format!("voxtok-b{batch}{int8}.jsonl"));
     let mut out = std::io::BufWriter::new(std::fs::File::create(&run_path)?);
     let t_all = Instant::now();
     for (ci, chunk) in audio.chunks(batch).enumerate() {
@@ -144,7 +150,7 @@ pub fn run(a: DatasetArgs, g: &Global) -> anyhow::Result<Exit> {
     let wall = t_all.elapsed().as_secs_f64();
     let audio_s: f64 = audio.iter().map(|x| x.len() as f64 / 16000.0).sum();
     let summary = serde_json::json!({"summary": {
-        "engine": format!("voxtok (batch {batch})"), "model": w.name, "files": utts.len(),
+        "engine": format!("voxtok{} (batch {batch})", if int8.is_empty() { "" } else { " int8" }), "model": w.name, "files": utts.len(),
         "beam_size": a.beam_size.unwrap_or(1), "batch_size": batch, "audio_s": audio_s, "wall_s": wall,
         "x_real_time": audio_s / wall, "peak_rss_mb": super::bench_asr::peak_rss_mib(),
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),

@@ -76,7 +76,9 @@ pub struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// f32, f16 or bf16 (half precision only on GPU).
+    /// f32, f16 or bf16 (half precision only on GPU), or int8 (CPU: the
+    /// encoder's dense layers and the cross-attention keys/values in int8,
+    /// as CTranslate2's int8 compute type).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Inputs decoded together, one batch row each.
@@ -306,18 +308,30 @@ struct Outcome {
 }
 
 /// Loads `--model` (or the default whisper-tiny.en) on `--device` as
-/// `--dtype`; errors name the directory. Shared by the ASR commands.
+/// `--dtype` (`int8`: float32 weights quantized at load, CPU only); errors
+/// name the directory. Shared by the ASR commands.
 pub fn load_whisper(model: Option<&Path>, device: &str, dtype: &str) -> anyhow::Result<Whisper> {
     let device = device.parse::<DeviceSpec>()?.open()?;
-    let dtype = parse_dtype(dtype)?;
+    let int8 = dtype.eq_ignore_ascii_case("int8");
+    let dtype = if int8 {
+        voxtok_models::runtime::DType::F32
+    } else {
+        parse_dtype(dtype)?
+    };
     let path = match model {
         Some(m) => m.to_path_buf(),
         None => voxtok_models::runtime::find_default_model(DEFAULT_MODEL).with_context(|| {
             format!("no --model given and no default {DEFAULT_MODEL} found (run scripts/setup.sh, or set $VOXTOK_MODELS)")
         })?,
     };
-    Whisper::load(&ModelDir::open(&path)?, &device, dtype)
-        .with_context(|| format!("cannot load model {}", path.display()))
+    let mut w = Whisper::load(&ModelDir::open(&path)?, &device, dtype)
+        .with_context(|| format!("cannot load model {}", path.display()))?;
+    if int8 {
+        w.model
+            .quantize_int8()
+            .with_context(|| format!("--dtype int8: {}", path.display()))?;
+    }
+    Ok(w)
 }
 
 pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
