@@ -23,6 +23,14 @@ const MC: usize = 64;
 /// Activation shift that makes the signed row values unsigned bytes.
 const SHIFT: i32 = 128;
 
+thread_local! {
+    /// Each thread's quantized activation rows and their scales, reused
+    /// across calls (fresh buffers per task cost page faults).
+    static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<f32>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
+}
+
 /// `y = x·Wᵀ + b` (then optional erf GELU) with int8 weights and activations.
 #[derive(Debug, Clone)]
 pub struct QLinear {
@@ -181,30 +189,13 @@ impl QLinear {
     }
 
     fn matmul_with(&self, x: &[f32], m: usize, y: &mut [f32], gelu: bool, vnni: bool) {
-        let (n, k, kp) = (self.n, self.k, self.kp);
+        let (n, k) = (self.n, self.k);
         assert!(x.len() >= m * k && y.len() >= m * n);
         if m == 0 || n == 0 {
             return;
         }
         let task = |(t, yc): (usize, &mut [f32])| {
-            let rows = yc.len() / n;
-            let mut a = vec![0u8; rows * kp];
-            let mut sa = vec![0f32; rows];
-            for (r, (ar, s)) in a.chunks_mut(kp).zip(&mut sa).enumerate() {
-                let i = t * MC + r;
-                *s = quantize_row(&x[i * k..(i + 1) * k], ar);
-            }
-            #[cfg(target_arch = "x86_64")]
-            if vnni {
-                // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked by the
-                // caller); `a`, `sa` and `yc` hold `rows` rows.
-                unsafe { vnni::rows(self, &a, &sa, rows, yc) };
-                crate::whisper::fastmath::bias_gelu_in_place(yc, &self.bias, gelu);
-                return;
-            }
-            let _ = vnni;
-            self.rows_generic(&a, &sa, rows, yc);
-            crate::whisper::fastmath::bias_gelu_in_place(yc, &self.bias, gelu);
+            SCRATCH.with_borrow_mut(|(a, sa)| self.task(x, t, yc, a, sa, gelu, vnni))
         };
         let y = &mut y[..m * n];
         if m <= MC {
@@ -212,6 +203,41 @@ impl QLinear {
         } else {
             y.par_chunks_mut(MC * n).enumerate().for_each(task);
         }
+    }
+
+    /// Rows `t·MC..` of the output (`yc`, whole rows), with this thread's
+    /// reused quantization buffers.
+    #[allow(clippy::too_many_arguments)]
+    fn task(
+        &self,
+        x: &[f32],
+        t: usize,
+        yc: &mut [f32],
+        a: &mut Vec<u8>,
+        sa: &mut Vec<f32>,
+        gelu: bool,
+        vnni: bool,
+    ) {
+        let (n, k, kp) = (self.n, self.k, self.kp);
+        let rows = yc.len() / n;
+        a.resize(rows * kp, 0);
+        sa.resize(rows, 0.0);
+        let (a, sa) = (&mut a[..rows * kp], &mut sa[..rows]);
+        for (r, (ar, s)) in a.chunks_mut(kp).zip(sa.iter_mut()).enumerate() {
+            let i = t * MC + r;
+            *s = quantize_row(&x[i * k..(i + 1) * k], ar);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if vnni {
+            // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked by the caller);
+            // `a`, `sa` and `yc` hold `rows` rows.
+            unsafe { vnni::rows(self, a, sa, rows, yc) };
+            crate::whisper::fastmath::bias_gelu_in_place(yc, &self.bias, gelu);
+            return;
+        }
+        let _ = vnni;
+        self.rows_generic(a, sa, rows, yc);
+        crate::whisper::fastmath::bias_gelu_in_place(yc, &self.bias, gelu);
     }
 
     /// Portable kernel: the same integer sums and scaling as the VNNI one.
