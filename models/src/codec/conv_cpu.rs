@@ -79,7 +79,11 @@ fn threads() -> usize {
 /// Tiles `(rows, cols)` of the output: columns in blocks that keep a
 /// tile's input and output (`bytes_per_col`) near L2 size, rows split when
 /// there are too few column blocks to feed every thread.
-fn tiles(rows: usize, cols: usize, bytes_per_col: usize) -> Vec<(usize, usize, usize, usize)> {
+pub(super) fn tiles(
+    rows: usize,
+    cols: usize,
+    bytes_per_col: usize,
+) -> Vec<(usize, usize, usize, usize)> {
     const L2: usize = 512 * 1024;
     let nb = (L2 / bytes_per_col.max(1)).clamp(64, 2048).div_ceil(64) * 64;
     let nb = nb.min(cols.max(1));
@@ -339,13 +343,13 @@ unsafe fn snake_row_avx2(x: &[f32], alpha: f32, inv: f32, out: &mut [f32]) -> bo
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Isa {
+pub(super) enum Isa {
     Avx512,
     Avx2,
     Base,
 }
 
-fn isa() -> Isa {
+pub(super) fn isa() -> Isa {
     use std::sync::OnceLock;
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {

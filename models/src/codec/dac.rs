@@ -7,6 +7,7 @@
 
 use super::conv_cpu;
 use super::nn::conv_weight;
+use super::winograd::{self, Winograd};
 use super::{AudioTokenizer, CodecError, Result, TokenizerInfo};
 use crate::runtime::{Device, ModelDir};
 use candle_core::{DType, Tensor, D};
@@ -83,7 +84,14 @@ struct Conv {
     padding: usize,
     dilation: usize,
     transposed: bool,
+    /// On CPU, the weight transformed for Winograd F(m, k) (then `weight`
+    /// is empty).
+    wino: Option<Winograd>,
 }
+
+/// Default Winograd tile (outputs per tile) of the decoder's k = 7 residual
+/// convs on CPU; `VOXTOK_DAC_WINOGRAD` overrides it (0 = per-tap GEMMs).
+const WINOGRAD_M: usize = 2;
 
 impl Conv {
     #[allow(clippy::too_many_arguments)]
@@ -125,7 +133,29 @@ impl Conv {
             padding,
             dilation,
             transposed,
+            wino: None,
         })
+    }
+
+    /// On CPU, a stride-1 conv switched to Winograd F(m, k) with `m` from
+    /// [`winograd::env_m`] (0: kept as is); the per-tap weights are dropped.
+    fn winograd(mut self) -> candle_core::Result<Self> {
+        let m = winograd::env_m(WINOGRAD_M);
+        if !self.packed
+            || self.transposed
+            || self.stride != 1
+            || m == 0
+            || m + self.k - 1 > winograd::MAX_POINTS
+        {
+            return Ok(self);
+        }
+        let w = conv_cpu::with_f32(&self.weight, |taps| {
+            Winograd::new(taps, self.cout, self.cin, self.k, m)
+        })
+        .ok_or_else(|| candle_core::Error::Msg("DAC: packed weights are not f32".into()))?;
+        self.wino = Some(w);
+        self.weight = Tensor::zeros(0, DType::F32, self.weight.device())?;
+        Ok(self)
     }
 
     /// Output length for `t` input frames.
@@ -156,6 +186,10 @@ impl Conv {
             t_in: t,
             n_out: self.out_len(t),
         };
+        if let Some(w) = &self.wino {
+            w.conv(x, t, self.dilation, self.padding, g.n_out, init, y);
+            return Ok(());
+        }
         conv_cpu::with_f32(&self.weight, |w| {
             if self.transposed {
                 conv_cpu::conv_transpose1d(&g, x, w, init, y)
@@ -272,6 +306,12 @@ impl ResUnit {
         })
     }
 
+    /// The k = 7 conv on Winograd (CPU; see [`Conv::winograd`]).
+    fn winograd(mut self) -> candle_core::Result<Self> {
+        self.conv1 = self.conv1.winograd()?;
+        Ok(self)
+    }
+
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let ys = self.conv1.forward(&self.snake1.forward(xs)?)?;
         let ys = self.conv2.forward(&self.snake2.forward(&ys)?)?;
@@ -354,9 +394,9 @@ impl Block {
                 true,
             )?,
             units: [
-                ResUnit::load(vb.pp("res_unit1"), cout, 1)?,
-                ResUnit::load(vb.pp("res_unit2"), cout, 3)?,
-                ResUnit::load(vb.pp("res_unit3"), cout, 9)?,
+                ResUnit::load(vb.pp("res_unit1"), cout, 1)?.winograd()?,
+                ResUnit::load(vb.pp("res_unit2"), cout, 3)?.winograd()?,
+                ResUnit::load(vb.pp("res_unit3"), cout, 9)?.winograd()?,
             ],
             decoder: true,
         })

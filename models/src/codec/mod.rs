@@ -17,6 +17,7 @@ mod seanet;
 pub mod ssl;
 #[cfg(test)]
 mod test_util;
+mod winograd;
 
 use crate::runtime::{Device, ModelDir, RuntimeError, Tensor};
 use candle_core::DType;
