@@ -430,13 +430,13 @@ COMPOSITIONS = {"en": ["c_frac", "c_quantity", "c_term_construct", "c_construct_
                 "ru": ["c_frac", "c_term_construct", "c_construct_term"]}
 
 
-def generate(lang, rng, test, compositions=False):
-    """One (spoken, kind, template) item; test items use held-out templates 40% of the time,
-    `compositions` items only the training-only composition templates."""
+def generate(lang, rng, test, only=None):
+    """One (spoken, kind, template) item; test items use held-out templates 40% of the time.
+    `only`: pick from these training templates instead ("compositions": COMPOSITIONS[lang])."""
     g = (En if lang == "en" else Ru)(rng, test)
-    if compositions:
-        assert not test, "composition templates are for training only"
-        name = rng.choice(COMPOSITIONS[lang])
+    if only:
+        assert not test and not set(only) & set(HELDOUT_TEMPLATES), "supplements are for training only"
+        name = rng.choice(COMPOSITIONS[lang] if only == "compositions" else only)
     elif test and rng.random() < 0.4:
         name = rng.choice(HELDOUT_TEMPLATES)
     else:

@@ -17,6 +17,9 @@ an existing corpus, as OUT/data/train-c-00000-of-00001.parquet, keeping its test
 split out:
 
     python tools/s2l/make_corpus.py --out data/s2l-corpus --compositions 6000 --seed 4321
+
+`--sentences N` likewise adds N more plain-sentence renderings (train-s shard;
+test sentences stay out), to keep sentences' share after a supplement of maths.
 """
 
 import argparse
@@ -102,7 +105,7 @@ def render(job):
     return idx, None, None, None
 
 
-def make_split(name, n, rng, test, voxtok, exclude, compositions=False):
+def make_split(name, n, rng, test, voxtok, exclude, only=None):
     items = []
     seen = set(exclude)
     per_lang = {"en": int(n * 0.55), "ru": n - int(n * 0.55)}
@@ -111,8 +114,9 @@ def make_split(name, n, rng, test, voxtok, exclude, compositions=False):
         tries = 0
         while len(pool) < k and tries < k * 20:
             tries += 1
-            text, kind, tmpl = grammar.generate(lang, rng, test, compositions)
-            if (lang, text) in seen:
+            text, kind, tmpl = grammar.generate(lang, rng, test, only)
+            # Supplements of sentences repeat texts (new voices): there are only ~100 per language.
+            if (lang, text) in (exclude if only == ["sentence"] else seen):
                 continue
             if not test and grammar.uses_heldout_number(text, lang):
                 continue
@@ -159,21 +163,25 @@ def main():
     ap.add_argument("--voxtok", default="target/release/voxtok")
     ap.add_argument("--compositions", type=int, default=0,
                     help="add this many composition-template training items to an existing corpus at --out")
+    ap.add_argument("--sentences", type=int, default=0,
+                    help="add this many plain-sentence training items (train-s shard) to an existing corpus")
     a = ap.parse_args()
     os.makedirs(os.path.join(a.out, "data"), exist_ok=True)
     rng = random.Random(a.seed)
-    if a.compositions:
+    if a.compositions or a.sentences:
         import pyarrow.parquet as pq
         held = pq.read_table(os.path.join(a.out, "data", "test-00000-of-00001.parquet"),
                              columns=["language", "spoken"]).to_pylist()
-        splits = [("train-c", make_split("train", a.compositions, rng, False, a.voxtok,
-                                         {(t["language"], t["spoken"]) for t in held}, compositions=True))]
+        held = {(t["language"], t["spoken"]) for t in held}
+        splits = [(name, make_split("train", n, rng, False, a.voxtok, held, only=only))
+                  for name, n, only in (("train-c", a.compositions, "compositions"),
+                                        ("train-s", a.sentences, ["sentence"])) if n]
     else:
         test = make_split("test", a.test, rng, True, a.voxtok, set())
         train = make_split("train", a.train, rng, False, a.voxtok,
                            {(t["language"], t["spoken"]) for t in test})
         splits = [("test", test), ("train", train)]
-    offsets = {"test": 0, "train": 500_000, "train-c": 900_000}
+    offsets = {"test": 0, "train": 500_000, "train-c": 900_000, "train-s": 950_000}
     with mp.Pool(a.jobs) as pool:
         for name, items in splits:
             jobs = [(i, it["spoken"], it["language"], a.seed * 1_000_003 + offsets[name] + i)
