@@ -269,6 +269,8 @@ impl Snake {
 struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
+    /// A spent activation buffer, reused as the next decoder block's output.
+    spare: Vec<f32>,
 }
 
 /// The first `n` values of `v`, grown when needed (contents unspecified).
@@ -428,7 +430,13 @@ impl Block {
         if self.decoder {
             let a = buf(&mut sc.a, x.len());
             self.snake.run(&x, t, a);
-            let (mut y, n) = self.conv.apply(a, t)?;
+            // The output goes into the spare buffer and x becomes the spare
+            // (no fresh, page-faulting buffer per block).
+            let n = self.conv.out_len(t);
+            let mut y = std::mem::replace(&mut sc.spare, x);
+            y.resize(self.conv.cout * n, 0.0);
+            self.conv
+                .run(a, t, conv_cpu::Init::Bias(&self.conv.bias_v), &mut y)?;
             for u in &self.units {
                 u.run(&mut y, n, sc)?;
             }
@@ -515,6 +523,8 @@ pub struct Dac {
     dec_snake: Snake,
     dec_conv2: Conv,
     device: Device,
+    /// CPU decoder buffers kept between calls (a busy lock: fresh ones).
+    dec_scratch: std::sync::Mutex<Scratch>,
 }
 
 impl Dac {
@@ -576,6 +586,7 @@ impl Dac {
             dec_snake,
             dec_conv2,
             device: device.clone(),
+            dec_scratch: Default::default(),
         })
     }
 
@@ -629,17 +640,20 @@ impl Dac {
     /// through the CPU kernels, one item at a time.
     fn decode_cpu(&self, z: &Tensor) -> Result<Tensor> {
         let (b, _, n) = z.dims3()?;
-        let mut sc = Scratch::default();
+        let mut lock = self.dec_scratch.try_lock().ok();
+        let mut fresh = Scratch::default();
+        let sc = lock.as_deref_mut().unwrap_or(&mut fresh);
         let mut items = Vec::with_capacity(b);
         for i in 0..b {
             let x = z.get(i)?.flatten_all()?.to_vec1::<f32>()?;
             let (mut x, mut t) = self.dec_conv1.apply(&x, n)?;
             for blk in &self.dec_blocks {
-                (x, t) = blk.run(x, t, &mut sc)?;
+                (x, t) = blk.run(x, t, sc)?;
             }
             let a = buf(&mut sc.a, x.len());
             self.dec_snake.run(&x, t, a);
             let (mut y, t) = self.dec_conv2.apply(a, t)?;
+            sc.spare = x;
             y.iter_mut().for_each(|v| *v = v.tanh());
             items.push(Tensor::from_vec(y, (1, t), z.device())?);
         }

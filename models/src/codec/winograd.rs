@@ -480,24 +480,32 @@ impl Winograd {
                     *sp = mm.as_ptr().add((a * rows + row) * nc + c - c0);
                 }
                 mix_dispatch(&self.at, &srcs[..n], &dsts[..m], len);
+                let put = |o: usize, src: &[f32]| {
+                    let dst = std::slice::from_raw_parts_mut(yr.add(o), src.len());
+                    if keep {
+                        dst.iter_mut().zip(src).for_each(|(y, &v)| *y += bias + v);
+                    } else {
+                        dst.iter_mut().zip(src).for_each(|(y, &v)| *y = bias + v);
+                    }
+                };
+                if d == 1 {
+                    // Column c + k holds the m consecutive outputs (c + k)·m + i.
+                    let mut vals = [0f32; MAX_POINTS];
+                    for k in 0..len {
+                        let o = (c + k) * m;
+                        if o >= n_out {
+                            break;
+                        }
+                        let cnt = m.min(n_out - o);
+                        for (i, v) in vals[..cnt].iter_mut().enumerate() {
+                            *v = tmp[i * PIECE + k];
+                        }
+                        put(o, &vals[..cnt]);
+                    }
+                    continue;
+                }
                 for i in 0..m {
                     let vals = &tmp[i * PIECE..i * PIECE + len];
-                    let put = |o: usize, src: &[f32]| {
-                        let dst = std::slice::from_raw_parts_mut(yr.add(o), src.len());
-                        if keep {
-                            dst.iter_mut().zip(src).for_each(|(y, &v)| *y += bias + v);
-                        } else {
-                            dst.iter_mut().zip(src).for_each(|(y, &v)| *y = bias + v);
-                        }
-                    };
-                    if d == 1 {
-                        // Column c + k: output (c + k)·m + i.
-                        let valid = n_out.saturating_sub(i).div_ceil(m).saturating_sub(c);
-                        for (k, &v) in vals[..len.min(valid)].iter().enumerate() {
-                            put((c + k) * m + i, &[v]);
-                        }
-                        continue;
-                    }
                     // Runs of columns in one block b: contiguous outputs.
                     let mut k = 0;
                     while k < len {
