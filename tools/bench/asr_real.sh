@@ -51,17 +51,21 @@ fi
 voxtok=target/release/voxtok
 [ -x "$voxtok" ] || cargo build --release --locked -p voxtok
 export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
-for b in 1 8; do
-  "$voxtok" bench asr --dataset "asterisk:$set16" --limit "$n" --model "$model" --batch-size "$b" --out-dir "$out" -q >/dev/null
-done
+# Each voxtok run goes right beside its peer, so that a change of machine
+# load during the script shifts both sides of a comparison alike.
+vx() { "$voxtok" bench asr --dataset "asterisk:$set16" --limit "$n" --model "$model" --out-dir "$out" -q "$@" >/dev/null; }
+fw() { "$py" tools/bench/asr_faster_whisper.py --model "$model" --files-from "$out/files.txt" --threads "$threads" "$@"; }
+echo "asr_real: load average at start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)" >&2
+vx --batch-size 1
+fw --compute-type float32 --batch-size 1 --mel-padding audio -o "$out/fw-f32-b1.jsonl"
+vx --batch-size 8
 extra=()
 if [ "$int8" = 1 ]; then
-  "$voxtok" bench asr --dataset "asterisk:$set16" --limit "$n" --model "$model" --batch-size 8 --dtype int8 --out-dir "$out" -q >/dev/null
+  vx --batch-size 8 --dtype int8
   extra+=("$out/voxtok-b8-int8.jsonl")
 fi
-fw() { "$py" tools/bench/asr_faster_whisper.py --model "$model" --files-from "$out/files.txt" --threads "$threads" "$@"; }
-fw --compute-type float32 --batch-size 1 --mel-padding audio -o "$out/fw-f32-b1.jsonl"
 fw --compute-type int8 --batch-size 8 --mel-padding audio -o "$out/fw-int8-b8.jsonl"
+echo "asr_real: load average after the timed runs: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)" >&2
 runs=("$out/voxtok-b1.jsonl" "$out/voxtok-b8.jsonl" "$out/fw-f32-b1.jsonl" "$out/fw-int8-b8.jsonl")
 if [ "$native" = 1 ]; then
   fw --compute-type float32 --batch-size 1 --mel-padding zeros -o "$out/fw-f32-b1-native.jsonl"
