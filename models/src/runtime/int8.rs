@@ -108,6 +108,13 @@ pub(crate) fn quantize_row(x: &[f32], out: &mut [u8]) -> f32 {
     quantize_row_impl(x, out)
 }
 
+/// Whether the fast (AVX-512 VNNI) kernel runs on this CPU; without it the
+/// portable kernel is slower than float32 (`VOXTOK_INT8_VNNI=0` forces it,
+/// for A/B runs).
+pub fn has_fast_kernel() -> bool {
+    has_vnni()
+}
+
 /// Whether the AVX-512 VNNI kernel can run here (checked once).
 fn has_vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
