@@ -408,10 +408,8 @@ impl WhisperModel {
                 self.dtype()
             );
         }
-        if !crate::runtime::int8::has_fast_kernel() {
-            tracing::warn!(
-                "int8: this CPU lacks AVX-512 VNNI; the portable int8 kernel is slower than float32"
-            );
+        if !crate::whisper::fastmath::has_avx2_fma() {
+            tracing::warn!("int8: this CPU lacks AVX2; the plain int8 loop is slower than float32");
         }
         self.encoder.quantize_int8()?;
         self.decoder.quantize_cross_int8()
