@@ -405,11 +405,12 @@ pub fn snake(x: &[f32], t: usize, alpha: &[f32], inv: &[f32], out: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
 
-    fn rand(n: usize, seed: u64) -> Vec<f32> {
+    /// Deterministic values in [-1, 1) (an LCG), shared by the codec kernel tests.
+    pub(in crate::codec) fn rand(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);

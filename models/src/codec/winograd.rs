@@ -536,21 +536,8 @@ pub fn env_m(default: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::conv_cpu::tests::rand;
     use crate::codec::conv_cpu::{conv1d, pack_taps, Geom};
-
-    fn rand(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// CPU seconds of this process so far (all its threads).
     fn cpu_s() -> f64 {
