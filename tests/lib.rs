@@ -61,3 +61,21 @@ pub fn interrupt(child: &Child) {
         .expect("run kill");
     assert!(status.success(), "kill -INT {} failed", child.id());
 }
+
+/// `voxtok transcribe` flags that switch every heuristic off (plain greedy,
+/// forced English prompt, 24 new tokens): the settings of the transformers
+/// reference ids in tests/fixtures/whisper.
+pub const WHISPER_PLAIN: &[&str] = &[
+    "--language",
+    "en",
+    "--temperature",
+    "0",
+    "--without-timestamps",
+    "--no-speech-threshold",
+    "none",
+    "--suppress-tokens",
+    "none",
+    "--no-suppress-blank",
+    "--max-new-tokens",
+    "24",
+];

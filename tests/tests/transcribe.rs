@@ -7,23 +7,7 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use voxtok_tests::{fixture, run, voxtok};
-
-/// Flags that switch every heuristic off (plain greedy, forced prompt).
-const PLAIN: &[&str] = &[
-    "--language",
-    "en",
-    "--temperature",
-    "0",
-    "--without-timestamps",
-    "--no-speech-threshold",
-    "none",
-    "--suppress-tokens",
-    "none",
-    "--no-suppress-blank",
-    "--max-new-tokens",
-    "24",
-];
+use voxtok_tests::{fixture, run, voxtok, WHISPER_PLAIN as PLAIN};
 
 fn wav(name: &str) -> String {
     fixture(&format!("whisper/audio/{name}.wav"))

@@ -5,12 +5,12 @@
 //! unaffected by the option's existence (same ids as transformers).
 
 use serde_json::Value;
-use voxtok_tests::{fixture, run};
+use voxtok_tests::{fixture, run, WHISPER_PLAIN};
 
 fn transcribe(dtype: &str) -> (i32, Value, String) {
     let f = fixture("whisper/audio/voiced.wav").display().to_string();
     let m = fixture("whisper/tiny-multi").display().to_string();
-    let args = [
+    let mut args = vec![
         "transcribe",
         &f,
         "--model",
@@ -19,19 +19,8 @@ fn transcribe(dtype: &str) -> (i32, Value, String) {
         "json",
         "--dtype",
         dtype,
-        "--language",
-        "en",
-        "--temperature",
-        "0",
-        "--without-timestamps",
-        "--no-speech-threshold",
-        "none",
-        "--suppress-tokens",
-        "none",
-        "--no-suppress-blank",
-        "--max-new-tokens",
-        "24",
     ];
+    args.extend_from_slice(WHISPER_PLAIN);
     let (code, out, err) = run(&args);
     let v = serde_json::from_str(&out).unwrap_or(Value::Null);
     (code, v, err)
