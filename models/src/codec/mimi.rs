@@ -516,6 +516,9 @@ struct Transformer {
     inv_freq: Vec<f32>,
     window: Option<usize>,
     act: Act,
+    /// The fused step's packed weights, built on the first streaming step
+    /// (`None` when a layer cannot take it).
+    fast: std::sync::OnceLock<Option<Vec<FastLayer>>>,
 }
 
 /// Loads `weight` `[dout, din]` (and `bias`): the shared linear, whose few-row
@@ -580,6 +583,7 @@ impl Transformer {
             inv_freq,
             window: cfg.sliding_window,
             act,
+            fast: std::sync::OnceLock::new(),
         })
     }
 
@@ -599,6 +603,83 @@ impl Transformer {
             Tensor::from_vec(cos, (t, half), dev)?,
             Tensor::from_vec(sin, (t, half), dev)?,
         ))
+    }
+
+    /// The streaming step of one stream on CPU for `x` `[t, C]` (rows) at
+    /// positions `offset..`, in place: packed products, norms, RoPE and
+    /// layer scales in plain loops, keys/values through the rings (the
+    /// candle path's arithmetic apart from the products' summation order).
+    fn forward_fused(
+        &self,
+        fast: &[FastLayer],
+        x: &mut [f32],
+        t: usize,
+        offset: usize,
+        caches: &mut [KvCache],
+        window: usize,
+    ) -> candle_core::Result<()> {
+        let c = x.len() / t;
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(t * half);
+        let mut sin = Vec::with_capacity(t * half);
+        for p in offset..offset + t {
+            for &f in &self.inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        let (mut h, mut tmp) = (vec![0f32; t * c], vec![0f32; t * c]);
+        for ((layer, fl), cache) in self.layers.iter().zip(fast).zip(caches.iter_mut()) {
+            let a = &layer.attn;
+            let (heads, kvh, hd) = (a.heads, a.kv_heads, a.head_dim);
+            layer_norm_rows(x, &mut h, c, &fl.ln1);
+            let nq = fl.qkv.n;
+            let mut qkv = vec![0f32; t * nq];
+            fl.qkv.forward(&h, t, &mut qkv);
+            // RoPE into the `[heads, t, hd]` layouts the ring takes.
+            let mut q = vec![0f32; heads * t * hd];
+            let mut k = vec![0f32; kvh * t * hd];
+            let mut v = vec![0f32; kvh * t * hd];
+            for i in 0..t {
+                let row = &qkv[i * nq..(i + 1) * nq];
+                let (cs, sn) = (
+                    &cos[i * half..(i + 1) * half],
+                    &sin[i * half..(i + 1) * half],
+                );
+                for hh in 0..heads {
+                    rope_into(
+                        &row[hh * hd..][..hd],
+                        cs,
+                        sn,
+                        &mut q[(hh * t + i) * hd..][..hd],
+                    );
+                }
+                for g in 0..kvh {
+                    let dst = (g * t + i) * hd;
+                    rope_into(&row[(heads + g) * hd..][..hd], cs, sn, &mut k[dst..][..hd]);
+                    v[dst..dst + hd].copy_from_slice(&row[(heads + kvh + g) * hd..][..hd]);
+                }
+            }
+            let ring = &mut cache.ring;
+            let base = ring.total;
+            ring.push(&k, &v, kvh, t, hd, window);
+            let y = ring.attend(&q, base, heads, kvh, t, hd, window);
+            fl.o.forward(&y, t, &mut tmp);
+            add_scaled(x, &tmp, &fl.attn_scale);
+            layer_norm_rows(x, &mut h, c, &fl.ln2);
+            let mut f = vec![0f32; t * fl.fc1.n];
+            fl.fc1.forward(&h, t, &mut f);
+            let f = Tensor::from_vec(f, t * fl.fc1.n, &Device::Cpu)?;
+            let f = match self.act {
+                Act::GeluErf => f.gelu_erf()?,
+                Act::GeluTanh => f.gelu()?,
+            }
+            .to_vec1::<f32>()?;
+            fl.fc2.forward(&f, t, &mut tmp);
+            add_scaled(x, &tmp, &fl.mlp_scale);
+        }
+        Ok(())
     }
 
     /// Additive mask `[t, past + t]`: query `past + i` sees keys `j <= past + i`
@@ -629,11 +710,51 @@ impl Transformer {
         &self,
         xs: &Tensor,
         offset: usize,
-        mut caches: Option<&mut Vec<KvCache>>,
+        caches: Option<&mut Vec<KvCache>>,
     ) -> candle_core::Result<Tensor> {
-        let (b, t, _c) = xs.dims3()?;
+        self.forward_with(xs, offset, caches, fused_enabled())
+    }
+
+    /// The packed layers, built on first use.
+    fn fast(&self) -> Option<&[FastLayer]> {
+        self.fast
+            .get_or_init(|| {
+                self.layers
+                    .iter()
+                    .map(FastLayer::new)
+                    .collect::<candle_core::Result<Option<Vec<_>>>>()
+                    .ok()
+                    .flatten()
+            })
+            .as_deref()
+    }
+
+    /// [`Self::forward`]; `fused` lets a streaming step of one stream on CPU
+    /// with few frames take [`Self::forward_fused`].
+    fn forward_with(
+        &self,
+        xs: &Tensor,
+        offset: usize,
+        mut caches: Option<&mut Vec<KvCache>>,
+        fused: bool,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, c) = xs.dims3()?;
         if t == 0 {
             return Ok(xs.clone());
+        }
+        if let (Some(kv), Some(window)) = (caches.as_deref_mut(), self.window) {
+            if fused
+                && b == 1
+                && t <= FUSED_MAX_T
+                && xs.device().is_cpu()
+                && xs.dtype() == DType::F32
+            {
+                if let Some(fast) = self.fast() {
+                    let mut x = xs.flatten_all()?.to_vec1::<f32>()?;
+                    self.forward_fused(fast, &mut x, t, offset, kv, window)?;
+                    return Tensor::from_vec(x, (1, t, c), xs.device());
+                }
+            }
         }
         let dev = xs.device();
         let (cos, sin) = self.rope(offset, t, dev)?;
@@ -732,6 +853,316 @@ impl Transformer {
             xs = (xs + h.broadcast_mul(&layer.mlp_scale)?)?;
         }
         Ok(xs)
+    }
+}
+
+// ------------------------------------------------- fused few-frame step
+
+/// Few-row products against weights packed in column panels, for the
+/// transformer's streaming step (a push brings a frame or two).
+///
+/// A weight `[n, k]` is stored as `n/64` panels of `[k][64]`, so one pass
+/// reads it as a single sequential stream (about 2.5x the rate of dotting
+/// rows against the input here) and each output is `Σ_p x[p]·w[p]` summed in
+/// order `p = 0..k` with fused multiply-adds, then `+ bias`: the same bits on
+/// AVX-512, AVX2 and the portable path, whatever the number of rows.
+mod packed {
+    use rayon::prelude::*;
+
+    /// Output columns per panel (four AVX-512 vectors).
+    pub const PANEL: usize = 64;
+    /// Input rows per pass over the weights (4·MR accumulators).
+    pub const MR: usize = 6;
+
+    /// `y = x·Wᵀ (+ b)` with `W` packed for few rows.
+    #[derive(Clone)]
+    pub struct Packed {
+        pub k: usize,
+        pub n: usize,
+        w: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    }
+
+    impl std::fmt::Debug for Packed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Packed({}x{})", self.n, self.k)
+        }
+    }
+
+    impl Packed {
+        /// Packs row-major `w` `[n, k]` (several weights stacked along `n`
+        /// give one product for all of them).
+        pub fn new(w: &[f32], bias: Option<Vec<f32>>, n: usize, k: usize) -> Self {
+            assert_eq!(w.len(), n * k);
+            assert!(bias.as_ref().is_none_or(|b| b.len() == n));
+            let panels = n.div_ceil(PANEL);
+            let mut p = vec![0f32; panels * k * PANEL];
+            for j in 0..n {
+                let (pi, c) = (j / PANEL, j % PANEL);
+                let dst = &mut p[pi * k * PANEL..(pi + 1) * k * PANEL];
+                for (q, &v) in w[j * k..(j + 1) * k].iter().enumerate() {
+                    dst[q * PANEL + c] = v;
+                }
+            }
+            Self { k, n, w: p, bias }
+        }
+
+        /// `y[m, n] = x[m, k] · Wᵀ (+ b)`, row-major; parallel over panels
+        /// when the pool has more than one thread and the product is large.
+        pub fn forward(&self, x: &[f32], m: usize, y: &mut [f32]) {
+            self.forward_with(x, m, y, kernel());
+        }
+
+        pub(super) fn forward_with(&self, x: &[f32], m: usize, y: &mut [f32], kern: Kernel) {
+            let (k, n) = (self.k, self.n);
+            assert!(x.len() >= m * k && y.len() >= m * n);
+            let panels = n.div_ceil(PANEL);
+            for r0 in (0..m).step_by(MR) {
+                let rows = MR.min(m - r0);
+                let xr = &x[r0 * k..(r0 + rows) * k];
+                // Each panel's `rows × 64` outputs, then scattered into y.
+                let mut out = vec![0f32; panels * MR * PANEL];
+                let run = |(pi, o): (usize, &mut [f32])| {
+                    let w = &self.w[pi * k * PANEL..(pi + 1) * k * PANEL];
+                    panel(kern, rows, xr, w, k, o);
+                };
+                if rayon::current_num_threads() > 1 && rows * n * k >= 1 << 18 {
+                    out.par_chunks_mut(MR * PANEL).enumerate().for_each(run);
+                } else {
+                    out.chunks_mut(MR * PANEL).enumerate().for_each(run);
+                }
+                for r in 0..rows {
+                    let yr = &mut y[(r0 + r) * n..(r0 + r + 1) * n];
+                    for (pi, yc) in yr.chunks_mut(PANEL).enumerate() {
+                        let o = &out[pi * MR * PANEL + r * PANEL..][..yc.len()];
+                        yc.copy_from_slice(o);
+                    }
+                    if let Some(b) = &self.bias {
+                        for (v, b) in yr.iter_mut().zip(b) {
+                            *v += b;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which kernel runs (the portable ones exist for CPUs without AVX-512
+    /// and for the equality test).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kernel {
+        Avx512,
+        Avx2,
+        Portable,
+    }
+
+    pub fn kernel() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                return Kernel::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Portable
+    }
+
+    /// `o[r·64 + c] = Σ_p x[r·k + p] · w[p·64 + c]` for `r < rows`.
+    fn panel(kern: Kernel, rows: usize, x: &[f32], w: &[f32], k: usize, o: &mut [f32]) {
+        macro_rules! each {
+            ($f:ident) => {
+                match rows {
+                    1 => $f::<1>(x, w, k, o),
+                    2 => $f::<2>(x, w, k, o),
+                    3 => $f::<3>(x, w, k, o),
+                    4 => $f::<4>(x, w, k, o),
+                    5 => $f::<5>(x, w, k, o),
+                    _ => $f::<6>(x, w, k, o),
+                }
+            };
+        }
+        assert!(rows <= MR && x.len() >= rows * k && w.len() >= k * PANEL);
+        match kern {
+            // SAFETY: the kernels are only chosen when the CPU has them;
+            // the bounds are checked above.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { each!(panel_avx512) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { each!(panel_fma) },
+            _ => each!(panel_any),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn panel_avx512<const M: usize>(x: &[f32], w: &[f32], k: usize, o: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let mut acc = [[_mm512_setzero_ps(); 4]; M];
+        let (xp, wp) = (x.as_ptr(), w.as_ptr());
+        for p in 0..k {
+            let wv = [
+                _mm512_loadu_ps(wp.add(p * 64)),
+                _mm512_loadu_ps(wp.add(p * 64 + 16)),
+                _mm512_loadu_ps(wp.add(p * 64 + 32)),
+                _mm512_loadu_ps(wp.add(p * 64 + 48)),
+            ];
+            for (r, a) in acc.iter_mut().enumerate() {
+                let b = _mm512_set1_ps(*xp.add(r * k + p));
+                for c in 0..4 {
+                    a[c] = _mm512_fmadd_ps(b, wv[c], a[c]);
+                }
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            for (c, v) in a.iter().enumerate() {
+                _mm512_storeu_ps(o.as_mut_ptr().add(r * 64 + c * 16), *v);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn panel_fma<const M: usize>(x: &[f32], w: &[f32], k: usize, o: &mut [f32]) {
+        panel_any::<M>(x, w, k, o)
+    }
+
+    #[inline(always)]
+    fn panel_any<const M: usize>(x: &[f32], w: &[f32], k: usize, o: &mut [f32]) {
+        let mut acc = [[0f32; PANEL]; M];
+        for (p, wr) in w[..k * PANEL].chunks_exact(PANEL).enumerate() {
+            for (r, a) in acc.iter_mut().enumerate() {
+                let b = x[r * k + p];
+                for (a, &wv) in a.iter_mut().zip(wr) {
+                    *a = b.mul_add(wv, *a);
+                }
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            o[r * PANEL..(r + 1) * PANEL].copy_from_slice(a);
+        }
+    }
+}
+
+/// Most frames a push may bring for the fused step; more take the candle
+/// path (its GEMM is the better kernel for many rows).
+const FUSED_MAX_T: usize = 16;
+
+/// False when `VOXTOK_MIMI_FUSED=0` (read once): streaming steps then take
+/// the candle path, for same-binary A/B runs.
+fn fused_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VOXTOK_MIMI_FUSED").map_or(true, |v| v != "0"))
+}
+
+/// A layer norm's weight, bias and epsilon.
+type LnParts = (Vec<f32>, Vec<f32>, f32);
+
+/// One layer's weights for the fused step: q, k, v stacked into one packed
+/// product, the norms' and layer scales' vectors.
+#[derive(Debug, Clone)]
+struct FastLayer {
+    qkv: packed::Packed,
+    o: packed::Packed,
+    fc1: packed::Packed,
+    fc2: packed::Packed,
+    ln1: LnParts,
+    ln2: LnParts,
+    attn_scale: Vec<f32>,
+    mlp_scale: Vec<f32>,
+}
+
+fn vec1(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
+}
+
+/// Packs linears that read the same input into one product.
+fn pack(ls: &[&Linear]) -> candle_core::Result<packed::Packed> {
+    let k = ls[0].weight().dim(1)?;
+    let (mut w, mut b, mut n) = (Vec::new(), Vec::new(), 0);
+    let has_bias = ls.iter().any(|l| l.bias().is_some());
+    for l in ls {
+        let (ni, ki) = l.weight().dims2()?;
+        if ki != k {
+            candle_core::bail!("packed linears disagree on the input width");
+        }
+        w.extend(vec1(l.weight())?);
+        match l.bias() {
+            Some(t) => b.extend(vec1(t)?),
+            None => b.extend(std::iter::repeat_n(0f32, ni)),
+        }
+        n += ni;
+    }
+    Ok(packed::Packed::new(&w, has_bias.then_some(b), n, k))
+}
+
+/// The norm's (weight, bias, eps) when it takes candle's fused layer-norm
+/// path (bias present), whose arithmetic [`layer_norm_rows`] repeats.
+fn ln_parts(ln: &LayerNorm) -> candle_core::Result<Option<LnParts>> {
+    Ok(match ln.bias() {
+        Some(b) => Some((vec1(ln.weight())?, vec1(b)?, ln.eps() as f32)),
+        None => None,
+    })
+}
+
+impl FastLayer {
+    fn new(l: &TransformerLayer) -> candle_core::Result<Option<Self>> {
+        let (Some(ln1), Some(ln2)) = (ln_parts(&l.ln1)?, ln_parts(&l.ln2)?) else {
+            return Ok(None);
+        };
+        let a = &l.attn;
+        Ok(Some(Self {
+            qkv: pack(&[&a.q, &a.k, &a.v])?,
+            o: pack(&[&a.o])?,
+            fc1: pack(&[&l.fc1])?,
+            fc2: pack(&[&l.fc2])?,
+            ln1,
+            ln2,
+            attn_scale: vec1(&l.attn_scale)?,
+            mlp_scale: vec1(&l.mlp_scale)?,
+        }))
+    }
+}
+
+/// RoPE of one head's `hd` values (halves rotated), as candle's `rope`.
+fn rope_into(src: &[f32], cos: &[f32], sin: &[f32], dst: &mut [f32]) {
+    let d2 = src.len() / 2;
+    for i in 0..d2 {
+        let (a, b) = (src[i], src[i + d2]);
+        dst[i] = a * cos[i] - b * sin[i];
+        dst[i + d2] = a * sin[i] + b * cos[i];
+    }
+}
+
+/// Layer norm of each `c`-wide row of `x` into `y`, in the order of
+/// candle's CPU layer norm (so the same bits).
+fn layer_norm_rows(x: &[f32], y: &mut [f32], c: usize, (w, b, eps): &LnParts) {
+    for (src, dst) in x.chunks_exact(c).zip(y.chunks_exact_mut(c)) {
+        let (mut sum, mut sum2) = (0f32, 0f32);
+        for &v in src {
+            sum += v;
+            sum2 += v * v;
+        }
+        let mean = sum / c as f32;
+        let var = sum2 / c as f32 - mean * mean;
+        let inv_std = (var + eps).sqrt().recip();
+        for ((d, &s), (&a, &bb)) in dst.iter_mut().zip(src).zip(w.iter().zip(b)) {
+            *d = (s - mean) * inv_std * a + bb;
+        }
+    }
+}
+
+/// `x += y · scale` per `c`-wide row (as `x + (y * scale)`, two roundings,
+/// like the candle path).
+fn add_scaled(x: &mut [f32], y: &[f32], scale: &[f32]) {
+    for (xr, yr) in x
+        .chunks_exact_mut(scale.len())
+        .zip(y.chunks_exact(scale.len()))
+    {
+        for ((a, &b), &s) in xr.iter_mut().zip(yr).zip(scale) {
+            *a += b * s;
+        }
     }
 }
 
@@ -1447,6 +1878,128 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The packed few-row product equals candle's matmul (1e-5 relative) on
+    /// odd shapes (k = 1, n not a multiple of the 64-column panel, rows
+    /// beyond one 6-row pass), with and without bias; every kernel gives the
+    /// same bits.
+    #[test]
+    fn packed_equals_matmul() {
+        use super::super::conv_cpu::tests::rand;
+        use packed::{Kernel, Packed};
+        let dev = Device::Cpu;
+        for (k, n) in [(1usize, 5usize), (7, 64), (37, 65), (300, 130), (512, 1)] {
+            for bias in [false, true] {
+                let w = rand(n * k, (k * n) as u64);
+                let b = bias.then(|| rand(n, 7));
+                let p = Packed::new(&w, b.clone(), n, k);
+                let wt = Tensor::from_vec(w.clone(), (n, k), &dev).unwrap();
+                for m in [1usize, 2, 5, 6, 7, 13] {
+                    let x = rand(m * k, m as u64 + 3);
+                    let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
+                    let mut want = xt.matmul(&wt.t().unwrap()).unwrap();
+                    if let Some(b) = &b {
+                        let bt = Tensor::from_vec(b.clone(), n, &dev).unwrap();
+                        want = want.broadcast_add(&bt).unwrap();
+                    }
+                    let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let scale = want.iter().fold(1f32, |a, v| a.max(v.abs()));
+                    let mut got = vec![f32::NAN; m * n];
+                    p.forward(&x, m, &mut got);
+                    let err = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(err <= 1e-5 * scale, "k={k} n={n} m={m}: err {err}");
+                    for kern in [Kernel::Avx512, Kernel::Avx2, Kernel::Portable] {
+                        if kern as u8 >= packed::kernel() as u8 {
+                            let mut other = vec![f32::NAN; m * n];
+                            p.forward_with(&x, m, &mut other, kern);
+                            assert_eq!(got, other, "k={k} n={n} m={m}: {kern:?} bits differ");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A small random transformer (grouped-query attention, attention bias,
+    /// an MLP width that is not a multiple of the panel, window 5).
+    fn small_transformer() -> Transformer {
+        use super::super::conv_cpu::tests::rand;
+        let cfg: MimiConfig = serde_json::from_str(
+            r#"{"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "intermediate_size": 40, "sliding_window": 5, "num_hidden_layers": 2,
+                "attention_bias": true}"#,
+        )
+        .unwrap();
+        let mut ts = HashMap::new();
+        let mut seed = 11u64;
+        let mut put = |name: String, shape: &[usize], scale: f32, shift: f32| {
+            seed += 1;
+            let n = shape.iter().product();
+            let v = rand(n, seed).iter().map(|x| x * scale + shift).collect();
+            ts.insert(name, Tensor::from_vec(v, shape, &Device::Cpu).unwrap());
+        };
+        for l in 0..2 {
+            let p = format!("layers.{l}");
+            for (name, o, i) in [
+                ("self_attn.q_proj", 32, 32),
+                ("self_attn.k_proj", 16, 32),
+                ("self_attn.v_proj", 16, 32),
+                ("self_attn.o_proj", 32, 32),
+            ] {
+                put(format!("{p}.{name}.weight"), &[o, i], 0.3, 0.0);
+                put(format!("{p}.{name}.bias"), &[o], 0.1, 0.0);
+            }
+            put(format!("{p}.mlp.fc1.weight"), &[40, 32], 0.3, 0.0);
+            put(format!("{p}.mlp.fc2.weight"), &[32, 40], 0.3, 0.0);
+            for ln in ["input_layernorm", "post_attention_layernorm"] {
+                put(format!("{p}.{ln}.weight"), &[32], 0.2, 1.0);
+                put(format!("{p}.{ln}.bias"), &[32], 0.1, 0.0);
+            }
+            put(format!("{p}.self_attn_layer_scale.scale"), &[32], 0.2, 0.5);
+            put(format!("{p}.mlp_layer_scale.scale"), &[32], 0.2, 0.5);
+        }
+        let vb = VarBuilder::from_tensors(ts, DType::F32, &Device::Cpu);
+        Transformer::load(&cfg, vb).unwrap()
+    }
+
+    /// The fused streaming step equals the candle path (whole sequence with
+    /// its mask, and streaming through the rings) within 1e-5, for pushes of
+    /// 1, 2, 3 and 7 frames past the window; batch 2 (not fused) still
+    /// streams equal to whole-sequence.
+    #[test]
+    fn fused_step_equals_candle_path() {
+        use super::super::conv_cpu::tests::rand;
+        let tr = small_transformer();
+        let n = 23;
+        let xs = Tensor::from_vec(rand(2 * n * 32, 5), (2, n, 32), &Device::Cpu).unwrap();
+        let one = xs.narrow(0, 0, 1).unwrap();
+        let whole = tr.forward_with(&one, 0, None, false).unwrap();
+        let stream = |x: &Tensor, chunk: usize, fused: bool| {
+            let mut kv = vec![KvCache::default(); 2];
+            let mut outs = Vec::new();
+            for t0 in (0..n).step_by(chunk) {
+                let c = chunk.min(n - t0);
+                let piece = x.narrow(1, t0, c).unwrap();
+                outs.push(tr.forward_with(&piece, t0, Some(&mut kv), fused).unwrap());
+            }
+            Tensor::cat(&outs, 1).unwrap()
+        };
+        for chunk in [1usize, 2, 3, 7] {
+            let fused = stream(&one, chunk, true);
+            let plain = stream(&one, chunk, false);
+            let e1 = max_abs(&fused, &whole);
+            let e2 = max_abs(&fused, &plain);
+            assert!(e1 < 1e-5 && e2 < 1e-5, "chunk {chunk}: {e1} {e2}");
+        }
+        assert!(tr.fast().is_some(), "the fused step was not built");
+        let both = tr.forward_with(&xs, 0, None, false).unwrap();
+        let e = max_abs(&stream(&xs, 3, true), &both);
+        assert!(e < 1e-5, "batch 2: {e}");
     }
 
     #[test]
