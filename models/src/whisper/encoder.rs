@@ -107,16 +107,89 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, fast: bool) -> Result<Tensor> {
-        let qkv = self.qkv.forward(&self.attn_ln.forward(x)?, false, fast)?;
+    fn forward(&self, x: &Tensor, fast: bool, clock: &mut StageClock) -> Result<Tensor> {
+        let h = self.attn_ln.forward(x)?;
+        clock.lap(Stage::Norm);
+        let qkv = self.qkv.forward(&h, false, fast)?;
+        clock.lap(Stage::Qkv);
         let a = if fast && cpu::supported(&qkv) {
             cpu::packed_self_attention(&qkv, self.heads)?
         } else {
             attention_generic(&qkv, self.heads)?
         };
-        let x = (x + self.out.forward(&a, false, fast)?)?;
-        let h = self.fc1.forward(&self.mlp_ln.forward(&x)?, true, fast)?;
-        x + self.fc2.forward(&h, false, fast)?
+        clock.lap(Stage::Attention);
+        let o = self.out.forward(&a, false, fast)?;
+        clock.lap(Stage::Out);
+        let x = (x + o)?;
+        clock.lap(Stage::Residual);
+        let h = self.mlp_ln.forward(&x)?;
+        clock.lap(Stage::Norm);
+        let h = self.fc1.forward(&h, true, fast)?;
+        clock.lap(Stage::Fc1);
+        let h = self.fc2.forward(&h, false, fast)?;
+        clock.lap(Stage::Fc2);
+        let x = (x + h)?;
+        clock.lap(Stage::Residual);
+        Ok(x)
+    }
+}
+
+/// Encoder stages timed by [`StageClock`].
+#[derive(Clone, Copy)]
+enum Stage {
+    Conv,
+    Norm,
+    Qkv,
+    Attention,
+    Out,
+    Residual,
+    Fc1,
+    Fc2,
+}
+
+const STAGE_NAMES: [&str; 8] = [
+    "conv", "norm", "qkv", "attn", "out", "residual", "fc1", "fc2",
+];
+
+/// Wall time per encoder stage, printed to stderr after each forward when
+/// `VOXTOK_ENC_TIMING=1` (a profiling aid; a no-op otherwise).
+struct StageClock {
+    last: Option<std::time::Instant>,
+    acc: [f64; 8],
+}
+
+impl StageClock {
+    fn start() -> Self {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let on = *ON.get_or_init(|| std::env::var("VOXTOK_ENC_TIMING").is_ok_and(|v| v == "1"));
+        Self {
+            last: on.then(std::time::Instant::now),
+            acc: [0.0; 8],
+        }
+    }
+
+    fn lap(&mut self, stage: Stage) {
+        if let Some(last) = &mut self.last {
+            let now = std::time::Instant::now();
+            self.acc[stage as usize] += (now - *last).as_secs_f64();
+            *last = now;
+        }
+    }
+
+    fn report(&self, batch: usize) {
+        if self.last.is_some() {
+            let total: f64 = self.acc.iter().sum();
+            let parts: Vec<String> = STAGE_NAMES
+                .iter()
+                .zip(self.acc)
+                .map(|(n, s)| format!("{n} {:.1}", s * 1e3))
+                .collect();
+            eprintln!(
+                "encoder timing (batch {batch}, ms): total {:.1}; {}",
+                total * 1e3,
+                parts.join(", ")
+            );
+        }
     }
 }
 
@@ -250,13 +323,18 @@ impl Encoder {
                 2 * self.positions.dim(0)?
             );
         }
+        let mut clock = StageClock::start();
         let x = self.conv1.forward_gelu(mel, false, self.fast)?;
         let x = self.conv2.forward_gelu(&x, true, self.fast)?;
         let mut x = x.broadcast_add(&self.positions)?;
+        clock.lap(Stage::Conv);
         for l in &self.layers {
-            x = l.forward(&x, self.fast)?;
+            x = l.forward(&x, self.fast, &mut clock)?;
         }
-        self.ln.forward(&x)
+        let x = self.ln.forward(&x)?;
+        clock.lap(Stage::Norm);
+        clock.report(mel.dim(0)?);
+        Ok(x)
     }
 }
 
