@@ -9,7 +9,7 @@
 //!  [SECONDS=4] [CODEBOOKS=8] [CHUNKS_MS=80,160,240,320] [REPEAT=2]`
 use std::time::{Duration, Instant};
 use voxtok_models::codec::mimi::Mimi;
-use voxtok_models::codec::{encode_mono, AudioTokenizer};
+use voxtok_models::codec::{decode_mono, encode_mono, AudioTokenizer};
 use voxtok_models::runtime::{Device, ModelDir};
 
 /// One-thread read bandwidth (GB/s): best of 5 sums of a 256 MiB buffer.
@@ -159,8 +159,18 @@ fn run() -> Res<()> {
     }
     let whole_xrt = seconds / best_whole;
     let whole_cpu = seconds / best_whole_cpu;
+    let (mut best_dec, mut best_dec_cpu) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..repeat {
+        let (r, wall, cpu) = timed(|| decode_mono(&model, &whole));
+        std::hint::black_box(r?);
+        best_dec = best_dec.min(wall);
+        best_dec_cpu = best_dec_cpu.min(cpu);
+    }
     println!(
-        "whole-file encode: {whole_xrt:.2} x real time by wall time, {whole_cpu:.2} by CPU time\n"
+        "whole-file encode: {whole_xrt:.2} x real time by wall time, {whole_cpu:.2} by CPU time; \
+         decode: {:.2} by wall time, {:.2} by CPU time\n",
+        seconds / best_dec,
+        seconds / best_dec_cpu
     );
 
     let mut table = vec![

@@ -1461,19 +1461,54 @@ impl Mimi {
         Ok(run_layers(&self.encoder, &xs)?)
     }
 
+    /// SEANet decoder output `[B, 1, T]` for transformer output `[B, H, n]`.
+    /// One causal stream on CPU runs through the streaming stack in pieces
+    /// (1 s of output each), as [`Self::seanet`] does: the same samples
+    /// within float rounding, while each layer's activations stay a few MB
+    /// instead of tens of fresh MB per layer. `VOXTOK_MIMI_PIECED_DECODE=0`
+    /// runs the layers over the whole signal, for A/B.
+    fn seanet_decode(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, _, n) = xs.dims3()?;
+        let piece = (SEANET_PIECE / self.cfg.hop_length()).max(1);
+        if b == 1
+            && n > piece
+            && self.cfg.use_causal_conv
+            && xs.device().is_cpu()
+            && xs.dtype() == DType::F32
+            && pieced_decode_enabled()
+        {
+            let mut st = StackState::new(&self.decoder);
+            let mut outs = Vec::new();
+            for f0 in (0..n).step_by(piece) {
+                let x = xs.narrow(2, f0, piece.min(n - f0))?;
+                outs.extend(st.step(&self.decoder, Some(x), false)?);
+            }
+            return Ok(Tensor::cat(&outs, 2)?);
+        }
+        Ok(run_layers(&self.decoder, xs)?)
+    }
+
     /// Latents before quantization `[B, H, N]` (SEANet, transformer,
     /// downsampling) for audio `[B, T]`.
     pub fn latents(&self, audio: &Tensor) -> Result<Tensor> {
+        self.latents_timed(audio, &mut Stages::new("encode"))
+    }
+
+    fn latents_timed(&self, audio: &Tensor, st: &mut Stages) -> Result<Tensor> {
         let xs = self.seanet(audio)?;
+        st.mark("SEANet");
         let xs = self
             .encoder_transformer
             .forward(&xs.transpose(1, 2)?.contiguous()?, 0, None)?
             .transpose(1, 2)?
             .contiguous()?;
-        Ok(match &self.downsample {
+        st.mark("transformer");
+        let xs = match &self.downsample {
             Some(d) => d.forward(&xs)?,
             None => xs,
-        })
+        };
+        st.mark("downsample");
+        Ok(xs)
     }
 
     /// Split RVQ of latents `[B, H, N]` → codes `[B, k, N]` (semantic first).
@@ -1550,26 +1585,86 @@ impl AudioTokenizer for Mimi {
 
     fn encode(&self, audio: &Tensor, codebooks: usize) -> Result<Tensor> {
         self.info.check_codebooks(codebooks)?;
-        let lat = self.latents(audio)?;
-        self.quantize(&lat, codebooks)
+        let mut st = Stages::new("encode");
+        let lat = self.latents_timed(audio, &mut st)?;
+        let codes = self.quantize(&lat, codebooks)?;
+        st.mark("RVQ");
+        st.report();
+        Ok(codes)
     }
 
     fn decode(&self, codes: &Tensor) -> Result<Tensor> {
+        let mut st = Stages::new("decode");
         let mut xs = self.dequantize(codes)?;
+        st.mark("RVQ");
         if let Some(up) = &self.upsample {
             xs = up.forward(&xs)?;
         }
+        st.mark("upsample");
         let xs = self
             .decoder_transformer
             .forward(&xs.transpose(1, 2)?.contiguous()?, 0, None)?
             .transpose(1, 2)?
             .contiguous()?;
-        let audio = run_layers(&self.decoder, &xs)?;
+        st.mark("transformer");
+        let audio = self.seanet_decode(&xs)?;
+        st.mark("SEANet");
+        st.report();
         Ok(audio.squeeze(1)?)
     }
 
     fn device(&self) -> &Device {
         &self.device
+    }
+}
+
+/// Wall time per stage of one whole-file call, printed to stderr when
+/// `VOXTOK_MIMI_PROFILE=1` (streams print their per-push averages at
+/// `finish`).
+struct Stages {
+    what: &'static str,
+    t: Option<Instant>,
+    parts: Vec<(&'static str, f64)>,
+}
+
+/// False when `VOXTOK_MIMI_PIECED_DECODE=0` (read once).
+fn pieced_decode_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VOXTOK_MIMI_PIECED_DECODE").map_or(true, |v| v != "0"))
+}
+
+fn profile_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VOXTOK_MIMI_PROFILE").is_ok_and(|v| v == "1"))
+}
+
+impl Stages {
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            t: profile_enabled().then(Instant::now),
+            parts: Vec::new(),
+        }
+    }
+
+    /// Ends stage `name` (the time since the previous mark).
+    fn mark(&mut self, name: &'static str) {
+        if let Some(t) = self.t {
+            let now = Instant::now();
+            self.parts.push((name, (now - t).as_secs_f64() * 1e3));
+            self.t = Some(now);
+        }
+    }
+
+    fn report(&self) {
+        if self.t.is_some() {
+            let parts: Vec<String> = self
+                .parts
+                .iter()
+                .map(|(n, ms)| format!("{n} {ms:.1}"))
+                .collect();
+            eprintln!("mimi {} ms: {}", self.what, parts.join(", "));
+        }
     }
 }
 
@@ -1661,7 +1756,22 @@ impl<'a> MimiStream<'a> {
         if self.total_in == 0 {
             return Err(CodecError::BadAudio("no samples".into()));
         }
-        self.run(None, true)
+        let out = self.run(None, true);
+        if profile_enabled() {
+            let p = self.profile();
+            let n = p.calls.max(1) as f64;
+            let per = |d: Duration| d.as_secs_f64() * 1e3 / n;
+            let sea: Duration = p.seanet.iter().map(|(_, t)| *t).sum();
+            eprintln!(
+                "mimi stream ms per push ({} pushes): SEANet {:.2}, transformer {:.2}, downsample {:.2}, RVQ {:.2}",
+                p.calls,
+                per(sea),
+                per(p.transformer),
+                per(p.downsample),
+                per(p.rvq)
+            );
+        }
+        out
     }
 
     /// Samples pushed so far.
@@ -1851,6 +1961,26 @@ mod tests {
         assert_eq!(pieced.dims(), whole.dims());
         let err = max_abs(&pieced, &whole);
         assert!(err < 1e-5, "pieced vs one-pass SEANet max abs err {err}");
+    }
+
+    /// Whole-file SEANet decoding through the streaming stack in pieces
+    /// equals one pass of the layers (1e-5), on 2.4 pieces of frames.
+    #[test]
+    fn pieced_seanet_decode_equals_one_pass() {
+        use super::super::conv_cpu::tests::rand;
+        let (model, _) = load_fixture();
+        let h = model.config().hidden_size;
+        let piece = SEANET_PIECE / model.config().hop_length();
+        let n = 2 * piece + piece / 2 + 1;
+        let xs = Tensor::from_vec(rand(h * n, 9), (1, h, n), &Device::Cpu).unwrap();
+        let pieced = model.seanet_decode(&xs).unwrap();
+        let whole = run_layers(&model.decoder, &xs).unwrap();
+        assert_eq!(pieced.dims(), whole.dims());
+        let err = max_abs(&pieced, &whole);
+        assert!(
+            err < 1e-5,
+            "pieced vs one-pass SEANet decode max abs err {err}"
+        );
     }
 
     /// Chunked encoding (several chunk sizes, including ones smaller than a
