@@ -9,7 +9,9 @@
 //! encoding.
 
 use super::nn::Lstm;
-use super::seanet::{run_layers, Conv, ConvT, Layer, PadMode, ResBlock, StackState};
+use super::seanet::{
+    profile_enabled, run_layers, Conv, ConvT, Layer, PadMode, ResBlock, StackState,
+};
 use super::{AudioTokenizer, CodecError, Result, TokenizerInfo};
 use crate::runtime::{Device, ModelDir};
 use candle_core::{DType, Tensor, D};
@@ -329,16 +331,27 @@ struct Codebook {
     embed_t: Tensor,
     /// `sum(embed^2)` per entry, `[1, C]`.
     e2: Tensor,
+    /// CPU f32: `embed` `[C, D]` and `e2` `[C]` as vectors for [`rvq_cpu`].
+    cpu: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Codebook {
     fn load(vb: VarBuilder, size: usize, dim: usize) -> candle_core::Result<Self> {
         let embed = vb.get((size, dim), "embed")?;
         let e2 = embed.sqr()?.sum_keepdim(1)?.t()?;
+        let cpu = if embed.device().is_cpu() && embed.dtype() == DType::F32 {
+            Some((
+                embed.flatten_all()?.to_vec1::<f32>()?,
+                e2.flatten_all()?.to_vec1::<f32>()?,
+            ))
+        } else {
+            None
+        };
         Ok(Self {
             embed_t: embed.t()?.contiguous()?,
             embed,
             e2,
+            cpu,
         })
     }
 
@@ -350,6 +363,51 @@ impl Codebook {
         let dist = x2.broadcast_sub(&xe)?.broadcast_add(&self.e2)?.neg()?;
         dist.argmax(D::Minus1)
     }
+}
+
+/// False when `VOXTOK_RVQ_CPU=0` (read once; A/B runs).
+fn rvq_cpu_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VOXTOK_RVQ_CPU").map_or(true, |v| v != "0"))
+}
+
+/// Residual VQ on CPU: per codebook one matmul `residual · embedᵀ`, then
+/// one parallel pass over the rows that finds the nearest entry with
+/// [`Codebook::quantize`]'s expression (`(x² − 2x·e) + e²`, first minimum)
+/// and subtracts it from the row in place. `residual` `[M, D]` →
+/// ids `[K, M]`.
+fn rvq_cpu(residual: &Tensor, books: &[(&Codebook, &Vec<f32>, &Vec<f32>)]) -> Result<Vec<u32>> {
+    use rayon::prelude::*;
+    let (m, d) = residual.dims2()?;
+    let dev = residual.device();
+    let mut r = residual.flatten_all()?.to_vec1::<f32>()?;
+    let mut ids = vec![0u32; books.len() * m];
+    for ((cb, embed, e2), ids) in books.iter().zip(ids.chunks_mut(m.max(1))) {
+        let c = e2.len();
+        let xe = Tensor::from_slice(&r, (m, d), dev)?
+            .matmul(&cb.embed_t)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        r.par_chunks_mut(d)
+            .zip(ids.par_iter_mut())
+            .zip(xe.par_chunks(c))
+            .for_each(|((row, id), dots)| {
+                let x2: f32 = row.iter().map(|v| v * v).sum();
+                let (mut best, mut bv) = (0usize, f32::INFINITY);
+                for (j, (&dot, &e)) in dots.iter().zip(e2.iter()).enumerate() {
+                    let v = (x2 - 2.0 * dot) + e;
+                    if v < bv || j == 0 {
+                        best = j;
+                        bv = v;
+                    }
+                }
+                *id = best as u32;
+                for (x, q) in row.iter_mut().zip(&embed[best * d..(best + 1) * d]) {
+                    *x -= q;
+                }
+            });
+    }
+    Ok(ids)
 }
 
 /// EnCodec loaded from an `EncodecModel` directory.
@@ -442,6 +500,18 @@ impl Encodec {
     fn quantize(&self, emb: &Tensor, k: usize) -> Result<Tensor> {
         let (b, d, n) = emb.dims3()?;
         let mut residual = emb.transpose(1, 2)?.reshape((b * n, d))?;
+        if emb.device().is_cpu() && emb.dtype() == DType::F32 && rvq_cpu_enabled() {
+            let books: Option<Vec<_>> = self.codebooks[..k]
+                .iter()
+                .map(|cb| cb.cpu.as_ref().map(|(e, e2)| (cb, e, e2)))
+                .collect();
+            if let Some(books) = books {
+                let ids = rvq_cpu(&residual.contiguous()?, &books)?;
+                // ids [K, B·N] → [B, K, N]
+                let ids = Tensor::from_vec(ids, (k, b, n), emb.device())?;
+                return Ok(ids.transpose(0, 1)?.contiguous()?);
+            }
+        }
         let mut out = Vec::with_capacity(k);
         for cb in &self.codebooks[..k] {
             let ids = cb.quantize(&residual)?;
@@ -467,7 +537,15 @@ impl AudioTokenizer for Encodec {
     fn encode(&self, audio: &Tensor, codebooks: usize) -> Result<Tensor> {
         self.info.check_codebooks(codebooks)?;
         let emb = self.embeddings(audio)?;
-        self.quantize(&emb, codebooks)
+        let t0 = std::time::Instant::now();
+        let codes = self.quantize(&emb, codebooks)?;
+        if profile_enabled() {
+            eprintln!(
+                "codec-profile quantize {:.3} ms",
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        Ok(codes)
     }
 
     fn decode(&self, codes: &Tensor) -> Result<Tensor> {

@@ -47,8 +47,45 @@ pub fn pad_reflect(xs: &Tensor, left: usize, right: usize) -> Result<Tensor> {
     idx.extend((0..right).map(|j| (n - 2 - j) as u32));
     idx.truncate(idx.len() - extra);
     let m = idx.len();
+    if let Some(y) = gather_rows_f32(&xs, &idx, left, n)? {
+        return Ok(y);
+    }
     let idx = Tensor::from_vec(idx, m, xs.device())?;
     xs.contiguous()?.index_select(&idx, D::Minus1)
+}
+
+/// CPU f32: `y[.., i] = x[.., idx[i]]` where `idx[left..left + n]` is the
+/// identity (copied as one slice per row); `None` for other tensors.
+fn gather_rows_f32(xs: &Tensor, idx: &[u32], left: usize, n: usize) -> Result<Option<Tensor>> {
+    if !xs.device().is_cpu() || xs.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let xs = xs.contiguous()?;
+    let dims = xs.dims().to_vec();
+    let m = idx.len();
+    let mid = n.min(m.saturating_sub(left));
+    let y = conv_cpu::with_f32(&xs, |x| {
+        use rayon::prelude::*;
+        let mut y = vec![0f32; x.len() / n * m];
+        let go = |(row, out): (&[f32], &mut [f32])| {
+            out[left..left + mid].copy_from_slice(&row[..mid]);
+            for i in (0..left).chain(left + mid..m) {
+                out[i] = row[idx[i] as usize];
+            }
+        };
+        if y.len() >= 1 << 16 {
+            x.par_chunks_exact(n)
+                .zip(y.par_chunks_exact_mut(m))
+                .for_each(go);
+        } else {
+            x.chunks_exact(n).zip(y.chunks_exact_mut(m)).for_each(go);
+        }
+        y
+    });
+    let Some(y) = y else { return Ok(None) };
+    let mut shape = dims;
+    *shape.last_mut().expect("rank >= 1") = m;
+    Ok(Some(Tensor::from_vec(y, shape, xs.device())?))
 }
 
 /// A multi-layer unidirectional LSTM with PyTorch's weight names
@@ -66,6 +103,8 @@ struct LstmLayer {
     w_ih_t: Tensor,
     w_hh_t: Tensor,
     bias: Tensor,
+    /// CPU f32: `W_hh` packed for [`fused`] (`None` elsewhere).
+    packed: Option<Vec<f32>>,
 }
 
 /// Per-layer `(h, c)`, each `[B, H]`.
@@ -79,10 +118,16 @@ impl Lstm {
                 let w_hh = vb.get((4 * dim, dim), &format!("weight_hh_l{l}"))?;
                 let b_ih = vb.get(4 * dim, &format!("bias_ih_l{l}"))?;
                 let b_hh = vb.get(4 * dim, &format!("bias_hh_l{l}"))?;
+                let packed = if w_hh.device().is_cpu() && w_hh.dtype() == DType::F32 {
+                    Some(fused::pack(&w_hh.flatten_all()?.to_vec1::<f32>()?, dim))
+                } else {
+                    None
+                };
                 Ok(LstmLayer {
                     w_ih_t: w_ih.t()?.contiguous()?,
                     w_hh_t: w_hh.t()?.contiguous()?,
                     bias: (b_ih + b_hh)?,
+                    packed,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -122,6 +167,12 @@ impl Lstm {
             let proj = seq
                 .broadcast_matmul(&layer.w_ih_t)?
                 .broadcast_add(&layer.bias)?;
+            if let (Some(w), true) = (&layer.packed, fused_enabled() && t > 0) {
+                if let Some(out) = fused::run_tensors(w, h, &proj, hs, cs)? {
+                    seq = out;
+                    continue;
+                }
+            }
             let mut outs = Vec::with_capacity(t);
             for step in 0..t {
                 let gates = (proj.narrow(1, step, 1)?.squeeze(1)? + hs.matmul(&layer.w_hh_t)?)?;
@@ -143,10 +194,371 @@ impl Lstm {
     }
 }
 
+/// False when `VOXTOK_LSTM_FUSED=0` (read once; A/B runs).
+fn fused_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VOXTOK_LSTM_FUSED").map_or(true, |v| v != "0"))
+}
+
+/// The LSTM recurrence on CPU in f32 as one pass per time step: for each
+/// block of 16 hidden units, `W_hh · h` for its four gates streams the
+/// block's packed weights once (`[k][gate][16]`, contiguous), then the
+/// gate nonlinearities and the cell update run on the block's registers;
+/// `h` is written straight into the output row. Blocks are split over
+/// rayon's threads; no allocation per step.
+mod fused {
+    use crate::runtime::SendPtr;
+    use crate::whisper::fastmath::exp_f32;
+    use candle_core::{Result, Tensor};
+
+    /// Units per block (one AVX-512 vector per gate).
+    pub const U: usize = 16;
+
+    /// `W_hh` `[4H, H]` (gate order i, f, g, o) → `[H/U blocks][H][4][U]`,
+    /// zero lanes past `H`.
+    pub fn pack(w_hh: &[f32], h: usize) -> Vec<f32> {
+        assert_eq!(w_hh.len(), 4 * h * h);
+        let nb = h.div_ceil(U);
+        let mut out = vec![0f32; nb * h * 4 * U];
+        for g in 0..4 {
+            for u in 0..h {
+                let (b, l) = (u / U, u % U);
+                let row = &w_hh[(g * h + u) * h..(g * h + u + 1) * h];
+                for (k, &v) in row.iter().enumerate() {
+                    out[((b * h + k) * 4 + g) * U + l] = v;
+                }
+            }
+        }
+        out
+    }
+
+    #[inline(always)]
+    fn sigmoid(x: f32) -> f32 {
+        1.0 / (1.0 + exp_f32(-x))
+    }
+
+    #[inline(always)]
+    fn tanh(x: f32) -> f32 {
+        1.0 - 2.0 / (exp_f32(2.0 * x) + 1.0)
+    }
+
+    /// Blocks `b0..b1` of one step: `gates = proj + W_hh·h_prev`, then
+    /// `c = f·c + i·g`, `h_out = o·tanh(c)` for their units.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    fn blocks(
+        w: &[f32],
+        h: usize,
+        proj: &[f32],
+        h_prev: &[f32],
+        c: *mut f32,
+        h_out: *mut f32,
+        b0: usize,
+        b1: usize,
+    ) {
+        for b in b0..b1 {
+            let wb = &w[b * h * 4 * U..(b + 1) * h * 4 * U];
+            let mut acc = [[0f32; U]; 4];
+            for (k, wk) in wb.chunks_exact(4 * U).enumerate() {
+                let hk = h_prev[k];
+                for g in 0..4 {
+                    for l in 0..U {
+                        acc[g][l] = wk[g * U + l].mul_add(hk, acc[g][l]);
+                    }
+                }
+            }
+            let u0 = b * U;
+            let n = U.min(h - u0);
+            for l in 0..n {
+                let u = u0 + l;
+                let i = sigmoid(acc[0][l] + proj[u]);
+                let f = sigmoid(acc[1][l] + proj[h + u]);
+                let gg = tanh(acc[2][l] + proj[2 * h + u]);
+                let o = sigmoid(acc[3][l] + proj[3 * h + u]);
+                // SAFETY: unit u belongs to this block only (caller).
+                unsafe {
+                    let cu = f * *c.add(u) + i * gg;
+                    *c.add(u) = cu;
+                    *h_out.add(u) = o * tanh(cu);
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn blocks_avx512(
+        w: &[f32],
+        h: usize,
+        proj: &[f32],
+        h_prev: &[f32],
+        c: *mut f32,
+        h_out: *mut f32,
+        b0: usize,
+        b1: usize,
+    ) {
+        blocks(w, h, proj, h_prev, c, h_out, b0, b1)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn blocks_avx2(
+        w: &[f32],
+        h: usize,
+        proj: &[f32],
+        h_prev: &[f32],
+        c: *mut f32,
+        h_out: *mut f32,
+        b0: usize,
+        b1: usize,
+    ) {
+        blocks(w, h, proj, h_prev, c, h_out, b0, b1)
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Isa {
+        Avx512,
+        Avx2,
+        Plain,
+    }
+
+    fn isa() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Plain
+    }
+
+    /// One sequence: `proj` `[T, 4H]` (input projection plus both biases),
+    /// state `h0`, `c` `[H]` (c updated in place) → `out` `[T, H]`.
+    pub fn run(w: &[f32], h: usize, proj: &[f32], h0: &[f32], c: &mut [f32], out: &mut [f32]) {
+        use rayon::prelude::*;
+        let t_len = proj.len() / (4 * h);
+        assert!(proj.len() == t_len * 4 * h && out.len() == t_len * h);
+        assert!(h0.len() == h && c.len() == h && w.len() == h.div_ceil(U) * h * 4 * U);
+        let nb = h.div_ceil(U);
+        let threads = rayon::current_num_threads().min(nb).max(1);
+        // Blocks per task; one task when the step is too small to share.
+        let per = if h >= 128 { nb.div_ceil(threads) } else { nb };
+        let isa = isa();
+        let (cp, op) = (SendPtr(c.as_mut_ptr()), SendPtr(out.as_mut_ptr()));
+        for t in 0..t_len {
+            let p = &proj[t * 4 * h..(t + 1) * 4 * h];
+            // SAFETY: row t of `out` is written while rows < t are only read.
+            let h_prev: &[f32] = if t == 0 {
+                h0
+            } else {
+                unsafe { std::slice::from_raw_parts(op.get().add((t - 1) * h), h) }
+            };
+            let go = |b0: usize| {
+                let b1 = (b0 + per).min(nb);
+                let (c, ho) = (cp.get(), unsafe { op.get().add(t * h) });
+                // SAFETY: tasks own disjoint blocks (units) of c and h_out;
+                // the ISA was checked.
+                unsafe {
+                    match isa {
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx512 => blocks_avx512(w, h, p, h_prev, c, ho, b0, b1),
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx2 => blocks_avx2(w, h, p, h_prev, c, ho, b0, b1),
+                        _ => blocks(w, h, p, h_prev, c, ho, b0, b1),
+                    }
+                }
+            };
+            if per >= nb {
+                go(0);
+            } else {
+                (0..nb)
+                    .step_by(per)
+                    .collect::<Vec<_>>()
+                    .into_par_iter()
+                    .for_each(go);
+            }
+        }
+    }
+
+    /// [`run`] over a batch: `proj` `[B, T, 4H]`, state `hs`, `cs` `[B, H]`
+    /// (updated) → `[B, T, H]`; `None` unless all are contiguous f32 on CPU.
+    pub fn run_tensors(
+        w: &[f32],
+        h: usize,
+        proj: &Tensor,
+        hs: &mut Tensor,
+        cs: &mut Tensor,
+    ) -> Result<Option<Tensor>> {
+        let (b, t, _) = proj.dims3()?;
+        let dev = proj.device().clone();
+        let proj = proj.contiguous()?;
+        let (Ok(h0), Ok(mut c)) = (
+            hs.flatten_all().and_then(|x| x.to_vec1::<f32>()),
+            cs.flatten_all().and_then(|x| x.to_vec1::<f32>()),
+        ) else {
+            return Ok(None);
+        };
+        let mut out = vec![0f32; b * t * h];
+        let done = super::conv_cpu::with_f32(&proj, |p| {
+            for bi in 0..b {
+                run(
+                    w,
+                    h,
+                    &p[bi * t * 4 * h..(bi + 1) * t * 4 * h],
+                    &h0[bi * h..(bi + 1) * h],
+                    &mut c[bi * h..(bi + 1) * h],
+                    &mut out[bi * t * h..(bi + 1) * t * h],
+                );
+            }
+        });
+        if done.is_none() {
+            return Ok(None);
+        }
+        let last: Vec<f32> = (0..b)
+            .flat_map(|bi| out[(bi * t + t - 1) * h..(bi * t + t) * h].iter().copied())
+            .collect();
+        *hs = Tensor::from_vec(last, (b, h), &dev)?;
+        *cs = Tensor::from_vec(c, (b, h), &dev)?;
+        Ok(Some(Tensor::from_vec(out, (b, t, h), &dev)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// A plain-Rust LSTM step per time step (f64), the reference for the
+    /// fused kernel: `[B, C, T]` input, `(h, c)` per layer carried.
+    fn lstm_ref(
+        ws: &[(Vec<f32>, Vec<f32>, Vec<f32>)],
+        h: usize,
+        x: &[f32],
+        (b, c, t): (usize, usize, usize),
+        state: &mut [(Vec<f64>, Vec<f64>)],
+    ) -> Vec<f32> {
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        // seq[b][t][ch]
+        let mut seq: Vec<Vec<Vec<f64>>> = (0..b)
+            .map(|bi| {
+                (0..t)
+                    .map(|ti| (0..c).map(|ci| x[(bi * c + ci) * t + ti] as f64).collect())
+                    .collect()
+            })
+            .collect();
+        for ((w_ih, w_hh, bias), (hs, cs)) in ws.iter().zip(state.iter_mut()) {
+            let cin = w_ih.len() / (4 * h);
+            for (bi, steps) in seq.iter_mut().enumerate() {
+                for xt in steps.iter_mut() {
+                    let hp = hs[bi * h..(bi + 1) * h].to_vec();
+                    let gate = |r: usize| {
+                        let mut v = bias[r] as f64;
+                        for (k, &xv) in xt.iter().enumerate() {
+                            v += w_ih[r * cin + k] as f64 * xv;
+                        }
+                        for (k, &hv) in hp.iter().enumerate() {
+                            v += w_hh[r * h + k] as f64 * hv;
+                        }
+                        v
+                    };
+                    let mut hn = vec![0f64; h];
+                    for u in 0..h {
+                        let (i, f) = (sig(gate(u)), sig(gate(h + u)));
+                        let (g, o) = (gate(2 * h + u).tanh(), sig(gate(3 * h + u)));
+                        let cu = f * cs[bi * h + u] + i * g;
+                        cs[bi * h + u] = cu;
+                        hn[u] = o * cu.tanh();
+                    }
+                    hs[bi * h..(bi + 1) * h].copy_from_slice(&hn);
+                    *xt = hn;
+                }
+            }
+        }
+        let mut out = vec![0f32; b * h * t];
+        for (bi, steps) in seq.iter().enumerate() {
+            for (ti, ht) in steps.iter().enumerate() {
+                for (u, &v) in ht.iter().enumerate() {
+                    out[(bi * h + u) * t + ti] = v as f32;
+                }
+            }
+        }
+        out
+    }
+
+    /// The fused LSTM (and candle's per-op path) equal a plain f64 LSTM,
+    /// state carried over two calls: hidden sizes off the 16-unit blocks,
+    /// T = 1 and odd lengths, batch 2.
+    #[test]
+    fn fused_lstm_equals_reference() {
+        use std::collections::HashMap;
+        let dev = Device::Cpu;
+        let mut seed = 7u64;
+        let mut rnd = |n: usize, scale: f32| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+                })
+                .collect()
+        };
+        for (h, layers, b, ts) in [
+            (20usize, 2usize, 2usize, [1usize, 6]),
+            (16, 1, 1, [5, 1]),
+            (144, 2, 1, [9, 4]),
+            (3, 1, 2, [2, 3]),
+        ] {
+            let scale = 2.0 / (h as f32).sqrt();
+            let mut map = HashMap::new();
+            let mut ws = Vec::new();
+            for l in 0..layers {
+                let (w_ih, w_hh) = (rnd(4 * h * h, scale), rnd(4 * h * h, scale));
+                let (b_ih, b_hh) = (rnd(4 * h, 0.5), rnd(4 * h, 0.5));
+                let bias: Vec<f32> = b_ih.iter().zip(&b_hh).map(|(a, b)| a + b).collect();
+                for (name, v, shape) in [
+                    ("weight_ih", &w_ih, vec![4 * h, h]),
+                    ("weight_hh", &w_hh, vec![4 * h, h]),
+                    ("bias_ih", &b_ih, vec![4 * h]),
+                    ("bias_hh", &b_hh, vec![4 * h]),
+                ] {
+                    let t = Tensor::from_slice(v, shape, &dev).unwrap();
+                    map.insert(format!("{name}_l{l}"), t);
+                }
+                ws.push((w_ih, w_hh, bias));
+            }
+            let vb = VarBuilder::from_tensors(map, DType::F32, &dev);
+            let fused = Lstm::load(&vb, h, layers).unwrap();
+            let mut plain = fused.clone();
+            for l in plain.layers.iter_mut() {
+                l.packed = None;
+            }
+            let mut st_f = fused.zero_state(b, DType::F32, &dev).unwrap();
+            let mut st_p = plain.zero_state(b, DType::F32, &dev).unwrap();
+            let mut st_r = vec![(vec![0f64; b * h], vec![0f64; b * h]); layers];
+            for t in ts {
+                let x = rnd(b * h * t, 1.5);
+                let xs = Tensor::from_slice(&x, (b, h, t), &dev).unwrap();
+                let want = lstm_ref(&ws, h, &x, (b, h, t), &mut st_r);
+                for (m, st, name) in [(&fused, &mut st_f, "fused"), (&plain, &mut st_p, "candle")] {
+                    let got = m.forward(&xs, st).unwrap();
+                    assert_eq!(got.dims(), &[b, h, t]);
+                    let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let err = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(err < 2e-5, "{name} h={h} b={b} t={t}: max abs err {err}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn reflect_matches_torch() {
