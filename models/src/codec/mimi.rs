@@ -1206,6 +1206,69 @@ struct Rvq {
     input_proj: Option<Tensor>,
     output_proj: Option<Tensor>,
     codebooks: Vec<Codebook>,
+    /// Packed projection and codebooks for few rows on CPU, built on first
+    /// use (`None` when the weights do not fit the path).
+    fast: std::sync::OnceLock<Option<FastRvq>>,
+}
+
+/// [`Rvq`]'s weights for the fused few-row path.
+#[derive(Debug, Clone)]
+struct FastRvq {
+    proj: Option<packed::Packed>,
+    /// Per codebook: `x · embedᵀ` packed, the entries `[C, D]`, `|e|²`.
+    books: Vec<(packed::Packed, Vec<f32>, Vec<f32>)>,
+}
+
+impl FastRvq {
+    fn new(r: &Rvq) -> candle_core::Result<Self> {
+        let proj = match &r.input_proj {
+            Some(w) => Some(pack(&[&Linear::new(w.clone(), None)])?),
+            None => None,
+        };
+        let books = r
+            .codebooks
+            .iter()
+            .map(|cb| Ok((pack(&[&cb.scores])?, vec1(&cb.embed)?, vec1(&cb.e2)?)))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self { proj, books })
+    }
+
+    /// Ids `[k][m]` for rows `xs` `[m, H]`: the candle path's arithmetic
+    /// (`dist = (|x|² - 2·x·e) + |e|²`, first minimum) apart from the
+    /// products' summation order.
+    fn encode(&self, xs: &[f32], m: usize, k: usize) -> Vec<Vec<u32>> {
+        let mut r = match &self.proj {
+            Some(p) => {
+                let mut y = vec![0f32; m * p.n];
+                p.forward(xs, m, &mut y);
+                y
+            }
+            None => xs.to_vec(),
+        };
+        let d = r.len() / m;
+        let mut out = Vec::with_capacity(k);
+        for (scores, embed, e2) in &self.books[..k] {
+            let mut s = vec![0f32; m * scores.n];
+            scores.forward(&r, m, &mut s);
+            let mut ids = Vec::with_capacity(m);
+            for (row, sr) in r.chunks_exact_mut(d).zip(s.chunks_exact(scores.n)) {
+                let x2: f32 = row.iter().map(|v| v * v).sum();
+                let (mut best, mut arg) = (f32::INFINITY, 0usize);
+                for (j, (&sj, &ej)) in sr.iter().zip(e2).enumerate() {
+                    let dist = (x2 - sj * 2.0) + ej;
+                    if dist < best {
+                        (best, arg) = (dist, j);
+                    }
+                }
+                for (v, &e) in row.iter_mut().zip(&embed[arg * d..(arg + 1) * d]) {
+                    *v -= e;
+                }
+                ids.push(arg as u32);
+            }
+            out.push(ids);
+        }
+        out
+    }
 }
 
 impl Rvq {
@@ -1234,11 +1297,29 @@ impl Rvq {
             input_proj,
             output_proj,
             codebooks,
+            fast: std::sync::OnceLock::new(),
         })
     }
 
     /// Latents `[M, H]` (frames as rows) → ids `[k][M]`.
     fn encode(&self, xs: &Tensor, k: usize) -> candle_core::Result<Vec<Tensor>> {
+        self.encode_with(xs, k, fused_enabled())
+    }
+
+    /// [`Self::encode`]; `fused` lets few rows on CPU take [`FastRvq`].
+    fn encode_with(&self, xs: &Tensor, k: usize, fused: bool) -> candle_core::Result<Vec<Tensor>> {
+        let m = xs.dim(0)?;
+        if fused && m <= FUSED_MAX_T && xs.device().is_cpu() && xs.dtype() == DType::F32 {
+            let fast = self.fast.get_or_init(|| FastRvq::new(self).ok()).as_ref();
+            if let Some(f) = fast {
+                let x = xs.flatten_all()?.to_vec1::<f32>()?;
+                return f
+                    .encode(&x, m, k)
+                    .into_iter()
+                    .map(|ids| Tensor::from_vec(ids, m, xs.device()))
+                    .collect();
+            }
+        }
         let mut residual = match &self.input_proj {
             Some(w) => xs.matmul(&w.t()?)?,
             None => xs.clone(),
@@ -2053,6 +2134,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The fused few-row RVQ gives the candle path's ids on the fixture's
+    /// latents (1, 2, 5 and 13 rows; semantic and acoustic quantizers).
+    #[test]
+    fn fused_rvq_equals_candle_path() {
+        let (model, refs) = load_fixture();
+        let rows = refs["long.latents"].t().unwrap().contiguous().unwrap();
+        let n = rows.dim(0).unwrap();
+        assert!(n >= 20, "the fixture has {n} frames");
+        for m in [1usize, 2, 5, 13] {
+            for f0 in (0..n.saturating_sub(m)).step_by(7) {
+                let x = rows.narrow(0, f0, m).unwrap();
+                for (rvq, k) in [(&model.semantic, 1usize), (&model.acoustic, 3)] {
+                    let ids = |fused| {
+                        rvq.encode_with(&x, k, fused)
+                            .unwrap()
+                            .iter()
+                            .map(|t| t.to_vec1::<u32>().unwrap())
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(ids(true), ids(false), "rows {f0}..+{m}, {k} codebooks");
+                }
+            }
+        }
+        assert!(model.semantic.fast.get().is_some_and(|f| f.is_some()));
     }
 
     /// A small random transformer (grouped-query attention, attention bias,
