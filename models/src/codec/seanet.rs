@@ -47,6 +47,73 @@ pub fn pad(mode: PadMode, xs: &Tensor, left: usize, right: usize) -> Result<Tens
     }
 }
 
+/// `pad(mode, elu(xs), left, right)` in one pass on CPU f32 (padding
+/// copies values, so ELU commutes with it: same bits); the separate ops
+/// elsewhere.
+pub fn pad_elu(mode: PadMode, xs: &Tensor, left: usize, right: usize) -> Result<Tensor> {
+    let len = xs.dim(D::Minus1)?;
+    let fast = xs.device().is_cpu()
+        && xs.dtype() == DType::F32
+        && has_avx2_fma()
+        && len > 0
+        && (mode != PadMode::Reflect || len > left.max(right));
+    if !fast {
+        return pad(mode, &elu(xs)?, left, right);
+    }
+    // Source index of each edge output (u32::MAX: zero).
+    const ZERO: u32 = u32::MAX;
+    let edge = |i: usize| -> u32 {
+        // i < left: left edge; else right edge index j = i - left - len.
+        let (is_left, j) = if i < left {
+            (true, left - i)
+        } else {
+            (false, i - left - len)
+        };
+        match (mode, is_left) {
+            (PadMode::Constant, _) => ZERO,
+            (PadMode::Replicate, true) => 0,
+            (PadMode::Replicate, false) => (len - 1) as u32,
+            (PadMode::Reflect, true) => j as u32,
+            (PadMode::Reflect, false) => (len - 2 - j) as u32,
+        }
+    };
+    let m = left + len + right;
+    let idx: Vec<u32> = (0..left).chain(left + len..m).map(edge).collect();
+    let xs = xs.contiguous()?;
+    let rows = xs.elem_count() / len;
+    let mut shape = xs.dims().to_vec();
+    *shape.last_mut().expect("rank >= 1") = m;
+    let y = super::conv_cpu::with_f32(&xs, |x| {
+        use rayon::prelude::*;
+        let mut y = vec![0f32; rows * m];
+        let go = |(row, out): (&[f32], &mut [f32])| {
+            for (k, &j) in idx.iter().enumerate() {
+                let i = if k < left { k } else { k + len };
+                out[i] = if j == ZERO { 0.0 } else { row[j as usize] };
+            }
+            // SAFETY: AVX2/FMA checked above.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                elu_avx2(row, &mut out[left..left + len]);
+                epilogue_avx2(&mut out[..left], None, true);
+                epilogue_avx2(&mut out[left + len..], None, true);
+            }
+        };
+        if y.len() >= 1 << 16 {
+            x.par_chunks_exact(len)
+                .zip(y.par_chunks_exact_mut(m))
+                .for_each(go);
+        } else {
+            x.chunks_exact(len).zip(y.chunks_exact_mut(m)).for_each(go);
+        }
+        y
+    });
+    match y {
+        Some(y) => Tensor::from_vec(y, shape, xs.device()),
+        None => pad(mode, &elu(&xs)?, left, right),
+    }
+}
+
 /// A padded conv1d (`EncodecConv1d` / `MimiConv1d`): causal or asymmetric
 /// padding, extra right padding that completes the last window, optional
 /// bias and optional one-group GroupNorm after it.
@@ -254,28 +321,44 @@ impl Conv {
     }
 
     fn pad_whole(&self, xs: &Tensor) -> Result<Tensor> {
+        self.pad_whole_elu(xs, false)
+    }
+
+    /// [`Conv::pad_whole`] of `elu(xs)` when `elu`.
+    fn pad_whole_elu(&self, xs: &Tensor, elu_in: bool) -> Result<Tensor> {
         let extra = self.extra_padding(xs.dim(D::Minus1)?);
         let pt = self.padding_total();
-        if self.causal {
-            pad(self.mode, xs, pt, extra)
+        let (left, right) = if self.causal {
+            (pt, extra)
         } else {
-            let right = pt / 2;
-            pad(self.mode, xs, pt - right, right + extra)
+            (pt - pt / 2, pt / 2 + extra)
+        };
+        if elu_in {
+            pad_elu(self.mode, xs, left, right)
+        } else {
+            pad(self.mode, xs, left, right)
         }
     }
 
     /// [`Conv::forward`] followed by `+ add` and ELU (when `elu`) fused
     /// into the direct kernel's stores, with the same values; `None` where
     /// [`Conv::forward`] would not take the direct kernel.
-    fn forward_epi(&self, xs: &Tensor, elu: bool, add: Option<&Tensor>) -> Result<Option<Tensor>> {
+    /// With `elu_in` the input is `elu(xs)` (applied while padding).
+    fn forward_epi(
+        &self,
+        xs: &Tensor,
+        elu_in: bool,
+        elu: bool,
+        add: Option<&Tensor>,
+    ) -> Result<Option<Tensor>> {
         let Some(d) = &self.direct else {
             return Ok(None);
         };
         if self.norm.is_some() || !xs.device().is_cpu() || xs.dtype() != DType::F32 {
             return Ok(None);
         }
-        let xs = self.pad_whole(xs)?;
         let (b, _, len) = xs.dims3()?;
+        let len = len + self.extra_padding(len) + self.padding_total();
         if len < self.k_eff {
             return Ok(None);
         }
@@ -283,6 +366,7 @@ impl Conv {
         if b == 1 && n <= SMALL_M {
             return Ok(None);
         }
+        let xs = self.pad_whole_elu(xs, elu_in)?;
         Ok(Some(d.forward_epi(&xs, n, elu, add)?))
     }
 }
@@ -617,14 +701,14 @@ impl ResBlock {
         if c2.k_eff != 1 || c2.stride != 1 || c2.direct.is_none() || self.conv1.direct.is_none() {
             return Ok(None);
         }
-        let Some(h) = self.conv1.forward_epi(&elu(xs)?, true, None)? else {
+        let Some(h) = self.conv1.forward_epi(xs, true, true, None)? else {
             return Ok(None);
         };
         let res = match &self.shortcut {
             Some(s) => s.forward(xs)?,
             None => xs.clone(),
         };
-        c2.forward_epi(&h, false, Some(&res))
+        c2.forward_epi(&h, false, false, Some(&res))
     }
 }
 
@@ -679,8 +763,36 @@ impl Layer {
 pub fn run_layers(layers: &[Layer], xs: &Tensor) -> Result<Tensor> {
     let mut xs = xs.clone();
     let profile = profile_enabled();
+    // An ELU whose next layer is a conv on the direct kernel is applied
+    // while that conv pads its input.
+    let mut elu_pending = false;
     for (i, l) in layers.iter().enumerate() {
         let t0 = profile.then(Instant::now);
+        if let (Layer::Elu, Some(Layer::Conv(c))) = (l, layers.get(i + 1)) {
+            if fuse_enabled() && c.direct.is_some() && c.norm.is_none() {
+                elu_pending = true;
+                continue;
+            }
+        }
+        if elu_pending {
+            elu_pending = false;
+            let Layer::Conv(c) = l else {
+                unreachable!("a pending ELU is followed by a conv")
+            };
+            xs = match c.forward_epi(&xs, true, false, None)? {
+                Some(ys) => ys,
+                None => c.forward(&elu(&xs)?)?,
+            };
+            if let Some(t0) = t0 {
+                eprintln!(
+                    "codec-profile {i:>2} {:<32} {:>8.3} ms  -> {:?}",
+                    format!("elu+{}", l.describe()),
+                    t0.elapsed().as_secs_f64() * 1e3,
+                    xs.dims()
+                );
+            }
+            continue;
+        }
         xs = match l {
             Layer::Conv(c) => c.forward(&xs)?,
             Layer::ConvT(c) => c.forward(&xs)?,
@@ -1523,6 +1635,35 @@ mod tests {
                 assert_eq!(bits(&fused), bits(&want), "dim={dim} b={b} t={t}");
             }
         }
+    }
+
+    /// `pad_elu` gives the bits of `pad(elu(x))` in every mode (lengths
+    /// around the reflect limit, batch 2), and a strided conv on it those
+    /// of the separate ops.
+    #[test]
+    fn pad_elu_equals_separate_ops() {
+        let dev = Device::Cpu;
+        for mode in [PadMode::Constant, PadMode::Replicate, PadMode::Reflect] {
+            for (len, left, right) in [(1, 0, 0), (1, 2, 1), (4, 3, 0), (4, 2, 3), (300, 6, 7)] {
+                let x = Tensor::randn(0f32, 2.0, (2, 3, len), &dev).unwrap();
+                let want = match pad(mode, &elu(&x).unwrap(), left, right) {
+                    Ok(w) => w,
+                    Err(_) => continue,
+                };
+                let got = pad_elu(mode, &x, left, right).unwrap();
+                assert_eq!(bits(&got), bits(&want), "{mode:?} len={len} {left}/{right}");
+            }
+        }
+        let w = Tensor::randn(0f32, 0.3, (10, 6, 8), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.3, 10, &dev).unwrap();
+        let c = Conv::new(w, Some(b), 4, 1, true, PadMode::Reflect).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 6, 1001), &dev).unwrap();
+        let fused = c
+            .forward_epi(&x, true, false, None)
+            .unwrap()
+            .expect("direct");
+        let want = c.forward(&elu(&x).unwrap()).unwrap();
+        assert_eq!(bits(&fused), bits(&want));
     }
 
     fn bits(t: &Tensor) -> Vec<u32> {
