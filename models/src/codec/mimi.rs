@@ -16,6 +16,7 @@ use super::seanet::{
 };
 use super::{AudioTokenizer, CodecError, Codes, Result, TokenizerInfo};
 use crate::runtime::{dot, Device, Linear, ModelDir};
+use crate::whisper::fastmath::exp_f32;
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
 use serde::Deserialize;
@@ -395,7 +396,8 @@ impl KvRing {
     }
 
     /// Causal sliding-window attention of `q` `[heads, t, hd]` (positions
-    /// `base..base + t`, already pushed) → `[t, heads·hd]`.
+    /// `base..base + t`, already pushed) → `[t, heads·hd]`; heads in
+    /// parallel when the pool has threads and the work is large.
     #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
@@ -407,76 +409,98 @@ impl KvRing {
         hd: usize,
         window: usize,
     ) -> Vec<f32> {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the features are present.
-            return unsafe { self.attend_avx2(q, base, heads, kv_heads, t, hd, window) };
+        use rayon::prelude::*;
+        let mut per_head = vec![0f32; heads * t * hd];
+        let run = |(h, o): (usize, &mut [f32])| {
+            let g = h / (heads / kv_heads);
+            let qh = &q[h * t * hd..(h + 1) * t * hd];
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the features are present.
+                return unsafe { self.head_avx2(qh, g, base, t, hd, window, o) };
+            }
+            self.head_any(qh, g, base, t, hd, window, o)
+        };
+        if rayon::current_num_threads() > 1 && t * window >= 4096 {
+            per_head.par_chunks_mut(t * hd).enumerate().for_each(run);
+        } else {
+            per_head.chunks_mut(t * hd).enumerate().for_each(run);
         }
-        self.attend_any(q, base, heads, kv_heads, t, hd, window)
+        let mut out = vec![0f32; t * heads * hd];
+        for (h, ph) in per_head.chunks_exact(t * hd).enumerate() {
+            for (i, row) in ph.chunks_exact(hd).enumerate() {
+                out[(i * heads + h) * hd..][..hd].copy_from_slice(row);
+            }
+        }
+        out
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn attend_avx2(
+    unsafe fn head_avx2(
         &self,
         q: &[f32],
+        g: usize,
         base: usize,
-        heads: usize,
-        kv_heads: usize,
         t: usize,
         hd: usize,
         window: usize,
-    ) -> Vec<f32> {
-        self.attend_any(q, base, heads, kv_heads, t, hd, window)
+        out: &mut [f32],
+    ) {
+        self.head_any(q, g, base, t, hd, window, out)
     }
 
+    /// One head's attention: `q` `[t, hd]` against key/value group `g` →
+    /// `out` `[t, hd]`. Softmax with the vectorizable exp (relative error
+    /// below 2e-7).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn attend_any(
+    fn head_any(
         &self,
         q: &[f32],
+        g: usize,
         base: usize,
-        heads: usize,
-        kv_heads: usize,
         t: usize,
         hd: usize,
         window: usize,
-    ) -> Vec<f32> {
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scale = scale as f32;
-        let mut out = vec![0f32; t * heads * hd];
+        out: &mut [f32],
+    ) {
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
         let mut w = Vec::with_capacity(window);
-        for h in 0..heads {
-            let g = h / (heads / kv_heads);
-            for i in 0..t {
-                let qv = &q[(h * t + i) * hd..(h * t + i + 1) * hd];
-                let p = base + i;
-                let lo = (p + 1).saturating_sub(window);
-                w.clear();
-                let mut m = f32::NEG_INFINITY;
-                for j in lo..=p {
-                    let o = (j % self.cap) * self.width + g * hd;
-                    let s = dot(qv, &self.k[o..o + hd]) * scale;
-                    m = m.max(s);
-                    w.push(s);
+        for i in 0..t {
+            let qv = &q[i * hd..(i + 1) * hd];
+            let p = base + i;
+            let lo = (p + 1).saturating_sub(window);
+            // Ring slots of positions lo..=p: at most two contiguous runs.
+            let (s0, len) = (lo % self.cap, p + 1 - lo);
+            let first = len.min(self.cap - s0);
+            let runs = [(s0, first), (0, len - first)];
+            w.clear();
+            for &(s, n) in &runs {
+                for slot in s..s + n {
+                    let o = slot * self.width + g * hd;
+                    w.push(dot(qv, &self.k[o..o + hd]) * scale);
                 }
-                let mut sum = 0f32;
-                for s in w.iter_mut() {
-                    *s = (*s - m).exp();
-                    sum += *s;
-                }
-                let dst = &mut out[(i * heads + h) * hd..(i * heads + h + 1) * hd];
-                for (j, &e) in (lo..=p).zip(w.iter()) {
-                    let o = (j % self.cap) * self.width + g * hd;
-                    let wj = e / sum;
+            }
+            let m = w.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            for s in w.iter_mut() {
+                *s = exp_f32(*s - m);
+            }
+            let sum: f32 = w.iter().sum();
+            let dst = &mut out[i * hd..(i + 1) * hd];
+            dst.fill(0.0);
+            let mut e = w.iter();
+            for &(s, n) in &runs {
+                for slot in s..s + n {
+                    let o = slot * self.width + g * hd;
+                    let wj = e.next().expect("one weight per key") / sum;
                     for (d, &vv) in dst.iter_mut().zip(&self.v[o..o + hd]) {
                         *d += wj * vv;
                     }
                 }
             }
         }
-        out
     }
 }
 
@@ -742,15 +766,24 @@ impl Transformer {
         if t == 0 {
             return Ok(xs.clone());
         }
-        if let (Some(kv), Some(window)) = (caches.as_deref_mut(), self.window) {
+        if let Some(window) = self.window {
+            let few = caches.is_some() && t <= FUSED_MAX_T;
             if fused
+                && (few || fused_whole())
                 && b == 1
-                && t <= FUSED_MAX_T
                 && xs.device().is_cpu()
                 && xs.dtype() == DType::F32
             {
                 if let Some(fast) = self.fast() {
                     let mut x = xs.flatten_all()?.to_vec1::<f32>()?;
+                    let mut own;
+                    let kv = match caches.as_deref_mut() {
+                        Some(kv) => kv,
+                        None => {
+                            own = vec![KvCache::default(); self.layers.len()];
+                            &mut own
+                        }
+                    };
                     self.forward_fused(fast, &mut x, t, offset, kv, window)?;
                     return Tensor::from_vec(x, (1, t, c), xs.device());
                 }
@@ -916,31 +949,41 @@ mod packed {
         pub(super) fn forward_with(&self, x: &[f32], m: usize, y: &mut [f32], kern: Kernel) {
             let (k, n) = (self.k, self.n);
             assert!(x.len() >= m * k && y.len() >= m * n);
+            if m == 0 {
+                return;
+            }
             let panels = n.div_ceil(PANEL);
-            for r0 in (0..m).step_by(MR) {
-                let rows = MR.min(m - r0);
-                let xr = &x[r0 * k..(r0 + rows) * k];
-                // Each panel's `rows × 64` outputs, then scattered into y.
-                let mut out = vec![0f32; panels * MR * PANEL];
-                let run = |(pi, o): (usize, &mut [f32])| {
-                    let w = &self.w[pi * k * PANEL..(pi + 1) * k * PANEL];
-                    panel(kern, rows, xr, w, k, o);
-                };
-                if rayon::current_num_threads() > 1 && rows * n * k >= 1 << 18 {
-                    out.par_chunks_mut(MR * PANEL).enumerate().for_each(run);
-                } else {
-                    out.chunks_mut(MR * PANEL).enumerate().for_each(run);
+            // Each panel's `m × 64` outputs, then scattered into y. Panels
+            // outermost: a panel's weights (k·256 bytes) stay in L2 while
+            // every 6-row group of the input passes over them.
+            let mut out = vec![0f32; panels * m * PANEL];
+            let run = |(pi, o): (usize, &mut [f32])| {
+                let w = &self.w[pi * k * PANEL..(pi + 1) * k * PANEL];
+                for r0 in (0..m).step_by(MR) {
+                    let rows = MR.min(m - r0);
+                    panel(
+                        kern,
+                        rows,
+                        &x[r0 * k..(r0 + rows) * k],
+                        w,
+                        k,
+                        &mut o[r0 * PANEL..],
+                    );
                 }
-                for r in 0..rows {
-                    let yr = &mut y[(r0 + r) * n..(r0 + r + 1) * n];
-                    for (pi, yc) in yr.chunks_mut(PANEL).enumerate() {
-                        let o = &out[pi * MR * PANEL + r * PANEL..][..yc.len()];
-                        yc.copy_from_slice(o);
-                    }
-                    if let Some(b) = &self.bias {
-                        for (v, b) in yr.iter_mut().zip(b) {
-                            *v += b;
-                        }
+            };
+            if rayon::current_num_threads() > 1 && m * n * k >= 1 << 18 {
+                out.par_chunks_mut(m * PANEL).enumerate().for_each(run);
+            } else {
+                out.chunks_mut(m * PANEL).enumerate().for_each(run);
+            }
+            for r in 0..m {
+                let yr = &mut y[r * n..(r + 1) * n];
+                for (pi, yc) in yr.chunks_mut(PANEL).enumerate() {
+                    yc.copy_from_slice(&out[(pi * m + r) * PANEL..][..yc.len()]);
+                }
+                if let Some(b) = &self.bias {
+                    for (v, b) in yr.iter_mut().zip(b) {
+                        *v += b;
                     }
                 }
             }
@@ -983,7 +1026,9 @@ mod packed {
                 }
             };
         }
-        assert!(rows <= MR && x.len() >= rows * k && w.len() >= k * PANEL);
+        assert!(
+            rows <= MR && x.len() >= rows * k && w.len() >= k * PANEL && o.len() >= rows * PANEL
+        );
         match kern {
             // SAFETY: the kernels are only chosen when the CPU has them;
             // the bounds are checked above.
@@ -1049,11 +1094,22 @@ mod packed {
 /// path (its GEMM is the better kernel for many rows).
 const FUSED_MAX_T: usize = 16;
 
-/// False when `VOXTOK_MIMI_FUSED=0` (read once): streaming steps then take
-/// the candle path, for same-binary A/B runs.
+/// `VOXTOK_MIMI_FUSED` (read once): `0` sends everything through the candle
+/// path, `stream` fuses only streaming steps of few frames, anything else
+/// (the default) also whole files; for same-binary A/B runs.
+fn fused_mode() -> &'static str {
+    static MODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MODE.get_or_init(|| std::env::var("VOXTOK_MIMI_FUSED").unwrap_or_default())
+}
+
+/// False when `VOXTOK_MIMI_FUSED=0`.
 fn fused_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("VOXTOK_MIMI_FUSED").map_or(true, |v| v != "0"))
+    fused_mode() != "0"
+}
+
+/// Whether whole files (many frames) take the fused path too.
+fn fused_whole() -> bool {
+    !matches!(fused_mode(), "0" | "stream")
 }
 
 /// A layer norm's weight, bias and epsilon.
@@ -1309,7 +1365,11 @@ impl Rvq {
     /// [`Self::encode`]; `fused` lets few rows on CPU take [`FastRvq`].
     fn encode_with(&self, xs: &Tensor, k: usize, fused: bool) -> candle_core::Result<Vec<Tensor>> {
         let m = xs.dim(0)?;
-        if fused && m <= FUSED_MAX_T && xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        if fused
+            && (m <= FUSED_MAX_T || fused_whole())
+            && xs.device().is_cpu()
+            && xs.dtype() == DType::F32
+        {
             let fast = self.fast.get_or_init(|| FastRvq::new(self).ok()).as_ref();
             if let Some(f) = fast {
                 let x = xs.flatten_all()?.to_vec1::<f32>()?;
@@ -2234,6 +2294,9 @@ mod tests {
             assert!(e1 < 1e-5 && e2 < 1e-5, "chunk {chunk}: {e1} {e2}");
         }
         assert!(tr.fast().is_some(), "the fused step was not built");
+        // Whole sequence through the fused path (fresh rings, all rows at once).
+        let e = max_abs(&tr.forward_with(&one, 0, None, true).unwrap(), &whole);
+        assert!(e < 1e-5, "whole sequence fused: {e}");
         let both = tr.forward_with(&xs, 0, None, false).unwrap();
         let e = max_abs(&stream(&xs, 3, true), &both);
         assert!(e < 1e-5, "batch 2: {e}");
