@@ -103,8 +103,8 @@ struct LstmLayer {
     w_ih_t: Tensor,
     w_hh_t: Tensor,
     bias: Tensor,
-    /// CPU f32: `W_hh` packed for [`fused`] (`None` elsewhere).
-    packed: Option<Vec<f32>>,
+    /// CPU f32: the weights as [`fused`] reads them (`None` elsewhere).
+    cpu: Option<fused::CpuLayer>,
 }
 
 /// Per-layer `(h, c)`, each `[B, H]`.
@@ -118,16 +118,21 @@ impl Lstm {
                 let w_hh = vb.get((4 * dim, dim), &format!("weight_hh_l{l}"))?;
                 let b_ih = vb.get(4 * dim, &format!("bias_ih_l{l}"))?;
                 let b_hh = vb.get(4 * dim, &format!("bias_hh_l{l}"))?;
-                let packed = if w_hh.device().is_cpu() && w_hh.dtype() == DType::F32 {
-                    Some(fused::pack(&w_hh.flatten_all()?.to_vec1::<f32>()?, dim))
+                let (w_ih_t, bias) = (w_ih.t()?.contiguous()?, (b_ih + b_hh)?);
+                let cpu = if w_hh.device().is_cpu() && w_hh.dtype() == DType::F32 {
+                    Some(fused::CpuLayer {
+                        w_ih_t: w_ih_t.flatten_all()?.to_vec1::<f32>()?,
+                        bias: bias.to_vec1::<f32>()?,
+                        packed: fused::pack(&w_hh.flatten_all()?.to_vec1::<f32>()?, dim),
+                    })
                 } else {
                     None
                 };
                 Ok(LstmLayer {
-                    w_ih_t: w_ih.t()?.contiguous()?,
+                    w_ih_t,
                     w_hh_t: w_hh.t()?.contiguous()?,
-                    bias: (b_ih + b_hh)?,
-                    packed,
+                    bias,
+                    cpu,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -158,6 +163,9 @@ impl Lstm {
     /// Runs the stack over `xs` `[B, C, T]` → `[B, H, T]` from `state`,
     /// updating it.
     pub fn forward(&self, xs: &Tensor, state: &mut LstmState) -> Result<Tensor> {
+        if let Some(ys) = self.forward_cpu(xs, state)? {
+            return Ok(ys);
+        }
         let (b, _c, t) = xs.dims3()?;
         let h = self.hidden;
         // [B, T, C]
@@ -167,12 +175,6 @@ impl Lstm {
             let proj = seq
                 .broadcast_matmul(&layer.w_ih_t)?
                 .broadcast_add(&layer.bias)?;
-            if let (Some(w), true) = (&layer.packed, fused_enabled() && t > 0) {
-                if let Some(out) = fused::run_tensors(w, h, &proj, hs, cs)? {
-                    seq = out;
-                    continue;
-                }
-            }
             let mut outs = Vec::with_capacity(t);
             for step in 0..t {
                 let gates = (proj.narrow(1, step, 1)?.squeeze(1)? + hs.matmul(&layer.w_hh_t)?)?;
@@ -192,6 +194,64 @@ impl Lstm {
         }
         seq.transpose(1, 2)?.contiguous()
     }
+
+    /// The stack on CPU in f32 with [`fused`]: per batch item, per layer
+    /// one GEMM for the input projection and the fused recurrence; with two
+    /// layers and two threads the second layer runs behind the first in
+    /// chunks of steps on a second thread. `None` where it does not apply.
+    fn forward_cpu(&self, xs: &Tensor, state: &mut LstmState) -> Result<Option<Tensor>> {
+        let (b, c, t) = xs.dims3()?;
+        let h = self.hidden;
+        let cpu: Option<Vec<&fused::CpuLayer>> =
+            self.layers.iter().map(|l| l.cpu.as_ref()).collect();
+        let Some(cpu) = cpu else { return Ok(None) };
+        if !fused_enabled()
+            || t == 0
+            || !xs.device().is_cpu()
+            || xs.dtype() != DType::F32
+            || c != h
+            || state.len() != cpu.len()
+        {
+            return Ok(None);
+        }
+        let mut hs = Vec::with_capacity(cpu.len());
+        let mut cs = Vec::with_capacity(cpu.len());
+        for (hh, cc) in state.iter() {
+            if hh.dtype() != DType::F32 || cc.dtype() != DType::F32 || hh.dims2()? != (b, h) {
+                return Ok(None);
+            }
+            hs.push(hh.flatten_all()?.to_vec1::<f32>()?);
+            cs.push(cc.flatten_all()?.to_vec1::<f32>()?);
+        }
+        // [B, T, H]
+        let x = xs
+            .transpose(1, 2)?
+            .contiguous()?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut out = vec![0f32; b * t * h];
+        for bi in 0..b {
+            let xb = &x[bi * t * h..(bi + 1) * t * h];
+            let mut st: Vec<(&[f32], &mut [f32])> = hs
+                .iter()
+                .zip(cs.iter_mut())
+                .map(|(hh, cc)| (&hh[bi * h..(bi + 1) * h], &mut cc[bi * h..(bi + 1) * h]))
+                .collect();
+            let ob = &mut out[bi * t * h..(bi + 1) * t * h];
+            let last = fused::stack(&cpu, h, xb, &mut st, ob);
+            // New h per layer: the last row of its output.
+            for (l, hl) in last.into_iter().enumerate() {
+                hs[l][bi * h..(bi + 1) * h].copy_from_slice(&hl);
+            }
+        }
+        let dev = xs.device();
+        for ((hh, cc), (hv, cv)) in state.iter_mut().zip(hs.into_iter().zip(cs)) {
+            *hh = Tensor::from_vec(hv, (b, h), dev)?;
+            *cc = Tensor::from_vec(cv, (b, h), dev)?;
+        }
+        let ys = Tensor::from_vec(out, (b, t, h), dev)?;
+        Ok(Some(ys.transpose(1, 2)?.contiguous()?))
+    }
 }
 
 /// False when `VOXTOK_LSTM_FUSED=0` (read once; A/B runs).
@@ -204,15 +264,177 @@ fn fused_enabled() -> bool {
 /// block of 16 hidden units, `W_hh · h` for its four gates streams the
 /// block's packed weights once (`[k][gate][16]`, contiguous), then the
 /// gate nonlinearities and the cell update run on the block's registers;
-/// `h` is written straight into the output row. Blocks are split over
-/// rayon's threads; no allocation per step.
+/// `h` is written straight into the output row; no allocation per step.
+/// A step runs on one thread (splitting each step over rayon's threads
+/// measured slower than one thread on a loaded machine: a wake-up per
+/// step); a two-layer stack instead runs its second layer on a second
+/// thread, behind the first by a chunk of steps.
 mod fused {
     use crate::runtime::SendPtr;
     use crate::whisper::fastmath::exp_f32;
-    use candle_core::{Result, Tensor};
 
     /// Units per block (one AVX-512 vector per gate).
     pub const U: usize = 16;
+
+    /// One layer's weights for the CPU path.
+    #[derive(Debug, Clone)]
+    pub struct CpuLayer {
+        /// `W_ihᵀ` `[in, 4H]`.
+        pub w_ih_t: Vec<f32>,
+        /// `b_ih + b_hh` `[4H]`.
+        pub bias: Vec<f32>,
+        /// `W_hh` as [`pack`] lays it out.
+        pub packed: Vec<f32>,
+    }
+
+    /// Steps per chunk of the two-layer pipeline.
+    const CHUNK: usize = 32;
+
+    /// `y [m, n] = bias + x [m, k] · w [k, n]` (row-major), on rayon's
+    /// threads when `par`.
+    fn proj(x: &[f32], w: &[f32], bias: &[f32], m: usize, k: usize, y: &mut [f32], par: bool) {
+        let n = bias.len();
+        assert!(x.len() >= m * k && w.len() >= k * n && y.len() >= m * n);
+        for row in y.chunks_exact_mut(n).take(m) {
+            row.copy_from_slice(bias);
+        }
+        if m == 0 {
+            return;
+        }
+        let par = if par && rayon::current_num_threads() > 1 {
+            gemm::Parallelism::Rayon(rayon::current_num_threads())
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: the three matrices are inside their slices (asserted).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                y.as_mut_ptr(),
+                1,
+                n as isize,
+                true,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    }
+
+    /// The whole stack for one sequence `x` `[T, H]`: `st` holds each
+    /// layer's `(h0, c)` (c updated), `out` `[T, H]` gets the last layer's
+    /// output; returns each layer's last `h`.
+    pub fn stack(
+        layers: &[&CpuLayer],
+        h: usize,
+        x: &[f32],
+        st: &mut [(&[f32], &mut [f32])],
+        out: &mut [f32],
+    ) -> Vec<Vec<f32>> {
+        let t = x.len() / h;
+        let pipelined = layers.len() == 2
+            && t >= 2 * CHUNK
+            && rayon::current_num_threads() > 1
+            && pipeline_enabled();
+        if pipelined {
+            return pipeline(layers[0], layers[1], h, x, st, out);
+        }
+        let mut seq = x.to_vec();
+        let mut pbuf = vec![0f32; t * 4 * h];
+        let mut last = Vec::with_capacity(layers.len());
+        for (l, (h0, c)) in layers.iter().zip(st.iter_mut()) {
+            proj(&seq, &l.w_ih_t, &l.bias, t, h, &mut pbuf, true);
+            let mut o = vec![0f32; t * h];
+            // SAFETY: `o` holds T rows of H.
+            unsafe { run_raw(&l.packed, h, &pbuf, h0, c, o.as_mut_ptr(), None) };
+            last.push(o[(t - 1) * h..].to_vec());
+            seq = o;
+        }
+        out.copy_from_slice(&seq);
+        last
+    }
+
+    /// Two layers: this thread runs layer 0's recurrence; a second thread
+    /// projects layer 0's finished rows for layer 1 in chunks of
+    /// [`CHUNK`] steps and runs layer 1's recurrence on them, waiting only
+    /// at chunk boundaries.
+    fn pipeline(
+        l0: &CpuLayer,
+        l1: &CpuLayer,
+        h: usize,
+        x: &[f32],
+        st: &mut [(&[f32], &mut [f32])],
+        out: &mut [f32],
+    ) -> Vec<Vec<f32>> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let t = x.len() / h;
+        let mut p0 = vec![0f32; t * 4 * h];
+        proj(x, &l0.w_ih_t, &l0.bias, t, h, &mut p0, true);
+        let mut o0 = vec![0f32; t * h];
+        let done = AtomicUsize::new(0);
+        let (s0, s1) = st.split_at_mut(1);
+        let ((h00, c0), (h01, c1)) = (&mut s0[0], &mut s1[0]);
+        let o0p = SendPtr(o0.as_mut_ptr());
+        std::thread::scope(|scope| {
+            let done = &done;
+            let worker = scope.spawn(move || {
+                let mut p1 = vec![0f32; CHUNK * 4 * h];
+                let mut t0 = 0;
+                while t0 < t {
+                    let t1 = (t0 + CHUNK).min(t);
+                    while done.load(Ordering::Acquire) < t1 {
+                        std::thread::yield_now();
+                    }
+                    // SAFETY: rows < t1 of o0 are final (Acquire above) and
+                    // no longer written; rows of `out` are ours.
+                    let rows =
+                        unsafe { std::slice::from_raw_parts(o0p.get().add(t0 * h), (t1 - t0) * h) };
+                    proj(rows, &l1.w_ih_t, &l1.bias, t1 - t0, h, &mut p1, false);
+                    let h_prev: Vec<f32> = if t0 == 0 {
+                        h01.to_vec()
+                    } else {
+                        out[(t0 - 1) * h..t0 * h].to_vec()
+                    };
+                    // SAFETY: rows t0..t1 of `out` exist.
+                    unsafe {
+                        run_raw(
+                            &l1.packed,
+                            h,
+                            &p1[..(t1 - t0) * 4 * h],
+                            &h_prev,
+                            c1,
+                            out.as_mut_ptr().add(t0 * h),
+                            None,
+                        )
+                    };
+                    t0 = t1;
+                }
+                out[(t - 1) * h..].to_vec()
+            });
+            // SAFETY: o0 holds T rows; the worker reads only published rows.
+            unsafe { run_raw(&l0.packed, h, &p0, h00, c0, o0p.get(), Some(done)) };
+            let last0 = o0[(t - 1) * h..].to_vec();
+            let last1 = worker.join().expect("LSTM layer-1 thread panicked");
+            vec![last0, last1]
+        })
+    }
+
+    /// False when `VOXTOK_LSTM_PIPELINE=0` (read once; A/B runs).
+    fn pipeline_enabled() -> bool {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| std::env::var("VOXTOK_LSTM_PIPELINE").map_or(true, |v| v != "0"))
+    }
 
     /// `W_hh` `[4H, H]` (gate order i, f, g, o) → `[H/U blocks][H][4][U]`,
     /// zero lanes past `H`.
@@ -337,94 +559,48 @@ mod fused {
         Isa::Plain
     }
 
-    /// One sequence: `proj` `[T, 4H]` (input projection plus both biases),
-    /// state `h0`, `c` `[H]` (c updated in place) → `out` `[T, H]`.
-    pub fn run(w: &[f32], h: usize, proj: &[f32], h0: &[f32], c: &mut [f32], out: &mut [f32]) {
-        use rayon::prelude::*;
+    /// One sequence on this thread: `proj` `[T, 4H]` (input projection
+    /// plus both biases), state `h0`, `c` `[H]` (c updated in place) →
+    /// `out` `[T, H]`; with `done`, the count of finished rows is published
+    /// (Release) after each step.
+    ///
+    /// # Safety
+    /// `out` must point to `T·H` floats that nothing else writes meanwhile.
+    pub unsafe fn run_raw(
+        w: &[f32],
+        h: usize,
+        proj: &[f32],
+        h0: &[f32],
+        c: &mut [f32],
+        out: *mut f32,
+        done: Option<&std::sync::atomic::AtomicUsize>,
+    ) {
         let t_len = proj.len() / (4 * h);
-        assert!(proj.len() == t_len * 4 * h && out.len() == t_len * h);
+        assert!(proj.len() == t_len * 4 * h);
         assert!(h0.len() == h && c.len() == h && w.len() == h.div_ceil(U) * h * 4 * U);
         let nb = h.div_ceil(U);
-        let threads = rayon::current_num_threads().min(nb).max(1);
-        // Blocks per task; one task when the step is too small to share.
-        let per = if h >= 128 { nb.div_ceil(threads) } else { nb };
         let isa = isa();
-        let (cp, op) = (SendPtr(c.as_mut_ptr()), SendPtr(out.as_mut_ptr()));
+        let cp = c.as_mut_ptr();
         for t in 0..t_len {
             let p = &proj[t * 4 * h..(t + 1) * 4 * h];
-            // SAFETY: row t of `out` is written while rows < t are only read.
+            // Row t of `out` is written while rows < t are only read.
             let h_prev: &[f32] = if t == 0 {
                 h0
             } else {
-                unsafe { std::slice::from_raw_parts(op.get().add((t - 1) * h), h) }
+                std::slice::from_raw_parts(out.add((t - 1) * h), h)
             };
-            let go = |b0: usize| {
-                let b1 = (b0 + per).min(nb);
-                let (c, ho) = (cp.get(), unsafe { op.get().add(t * h) });
-                // SAFETY: tasks own disjoint blocks (units) of c and h_out;
-                // the ISA was checked.
-                unsafe {
-                    match isa {
-                        #[cfg(target_arch = "x86_64")]
-                        Isa::Avx512 => blocks_avx512(w, h, p, h_prev, c, ho, b0, b1),
-                        #[cfg(target_arch = "x86_64")]
-                        Isa::Avx2 => blocks_avx2(w, h, p, h_prev, c, ho, b0, b1),
-                        _ => blocks(w, h, p, h_prev, c, ho, b0, b1),
-                    }
-                }
-            };
-            if per >= nb {
-                go(0);
-            } else {
-                (0..nb)
-                    .step_by(per)
-                    .collect::<Vec<_>>()
-                    .into_par_iter()
-                    .for_each(go);
+            let ho = out.add(t * h);
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => blocks_avx512(w, h, p, h_prev, cp, ho, 0, nb),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => blocks_avx2(w, h, p, h_prev, cp, ho, 0, nb),
+                _ => blocks(w, h, p, h_prev, cp, ho, 0, nb),
+            }
+            if let Some(d) = done {
+                d.store(t + 1, std::sync::atomic::Ordering::Release);
             }
         }
-    }
-
-    /// [`run`] over a batch: `proj` `[B, T, 4H]`, state `hs`, `cs` `[B, H]`
-    /// (updated) → `[B, T, H]`; `None` unless all are contiguous f32 on CPU.
-    pub fn run_tensors(
-        w: &[f32],
-        h: usize,
-        proj: &Tensor,
-        hs: &mut Tensor,
-        cs: &mut Tensor,
-    ) -> Result<Option<Tensor>> {
-        let (b, t, _) = proj.dims3()?;
-        let dev = proj.device().clone();
-        let proj = proj.contiguous()?;
-        let (Ok(h0), Ok(mut c)) = (
-            hs.flatten_all().and_then(|x| x.to_vec1::<f32>()),
-            cs.flatten_all().and_then(|x| x.to_vec1::<f32>()),
-        ) else {
-            return Ok(None);
-        };
-        let mut out = vec![0f32; b * t * h];
-        let done = super::conv_cpu::with_f32(&proj, |p| {
-            for bi in 0..b {
-                run(
-                    w,
-                    h,
-                    &p[bi * t * 4 * h..(bi + 1) * t * 4 * h],
-                    &h0[bi * h..(bi + 1) * h],
-                    &mut c[bi * h..(bi + 1) * h],
-                    &mut out[bi * t * h..(bi + 1) * t * h],
-                );
-            }
-        });
-        if done.is_none() {
-            return Ok(None);
-        }
-        let last: Vec<f32> = (0..b)
-            .flat_map(|bi| out[(bi * t + t - 1) * h..(bi * t + t) * h].iter().copied())
-            .collect();
-        *hs = Tensor::from_vec(last, (b, h), &dev)?;
-        *cs = Tensor::from_vec(c, (b, h), &dev)?;
-        Ok(Some(Tensor::from_vec(out, (b, t, h), &dev)?))
     }
 }
 
@@ -513,6 +689,9 @@ mod tests {
             (16, 1, 1, [5, 1]),
             (144, 2, 1, [9, 4]),
             (3, 1, 2, [2, 3]),
+            // Two layers, T >= 64: the two-thread pipeline (odd chunk tail).
+            (40, 2, 2, [70, 101]),
+            (64, 2, 1, [1, 130]),
         ] {
             let scale = 2.0 / (h as f32).sqrt();
             let mut map = HashMap::new();
@@ -536,7 +715,7 @@ mod tests {
             let fused = Lstm::load(&vb, h, layers).unwrap();
             let mut plain = fused.clone();
             for l in plain.layers.iter_mut() {
-                l.packed = None;
+                l.cpu = None;
             }
             let mut st_f = fused.zero_state(b, DType::F32, &dev).unwrap();
             let mut st_p = plain.zero_state(b, DType::F32, &dev).unwrap();
