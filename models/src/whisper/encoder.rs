@@ -70,6 +70,21 @@ impl Dense {
         *out.last_mut().expect("non-empty dims") = self.w.dim(0)?;
         y.reshape(out)
     }
+
+    /// `x·wᵀ` over the last dimension of CPU f32 `x`, and the bias still to
+    /// add (`None` when the int8 layer has added it), for a fused consumer.
+    fn forward_unbiased(&self, x: &Tensor) -> Result<(Tensor, Option<&Tensor>)> {
+        let dims = x.dims().to_vec();
+        let k = dims[dims.len() - 1];
+        let x2 = x.reshape(((), k))?;
+        let (y, b) = match &self.q {
+            Some(q) => (q.forward(&x2, false)?, None),
+            None => (cpu::matmul_t(&x2, &self.w)?, Some(&self.b)),
+        };
+        let mut out = dims;
+        *out.last_mut().expect("non-empty dims") = self.w.dim(0)?;
+        Ok((y.reshape(out)?, b))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +149,24 @@ impl EncoderLayer {
     }
 }
 
+/// Windows the CPU float32 path runs through the encoder together: one
+/// window's activations (≤ 9 MB each for tiny) stay in the L3 cache and the
+/// allocator recycles them, where a whole batch's (8 windows: up to 74 MB
+/// each) would stream through memory and page-fault fresh allocations.
+/// Every row's arithmetic is the same either way (gemm's blocking over k
+/// does not depend on the row count), so outputs are bit-identical.
+/// `VOXTOK_ENC_WINDOWS=N` overrides (A/B runs).
+fn windows_per_pass() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("VOXTOK_ENC_WINDOWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or(1)
+    })
+}
+
 /// Encoder stages timed by [`StageClock`].
 #[derive(Clone, Copy)]
 enum Stage {
@@ -190,6 +223,45 @@ impl StageClock {
                 parts.join(", ")
             );
         }
+    }
+}
+
+impl EncoderLayer {
+    /// One layer on the CPU float32 kernels with the passes fused: the qkv
+    /// bias goes into the attention's packing, the out/fc2 biases and the
+    /// residual sums into the following layer norms. Takes `x` and
+    /// `attn_ln(x)`, returns the next `x` and `next_ln(x)` (`x` only when
+    /// `keep_sum`); bit-identical to [`Self::forward`] with the same
+    /// attention kernel.
+    fn forward_fused(
+        &self,
+        x: &Tensor,
+        h: &Tensor,
+        next_ln: &LayerNorm,
+        keep_sum: bool,
+        clock: &mut StageClock,
+    ) -> Result<(Option<Tensor>, Tensor)> {
+        let (qkv, qkv_b) = self.qkv.forward_unbiased(h)?;
+        clock.lap(Stage::Qkv);
+        let a = cpu::self_attention_unbiased(&qkv, qkv_b, self.heads)?;
+        drop(qkv);
+        clock.lap(Stage::Attention);
+        let (o, o_b) = self.out.forward_unbiased(&a)?;
+        drop(a);
+        clock.lap(Stage::Out);
+        let (x, h) = cpu::add_layer_norm(x, &o, o_b, &self.mlp_ln, true)?;
+        let x = x.expect("kept sum");
+        drop(o);
+        clock.lap(Stage::Norm);
+        let f = self.fc1.forward(&h, true, true)?;
+        drop(h);
+        clock.lap(Stage::Fc1);
+        let (y, y_b) = self.fc2.forward_unbiased(&f)?;
+        drop(f);
+        clock.lap(Stage::Fc2);
+        let out = cpu::add_layer_norm(&x, &y, y_b, next_ln, keep_sum)?;
+        clock.lap(Stage::Norm);
+        Ok(out)
     }
 }
 
@@ -323,17 +395,61 @@ impl Encoder {
                 2 * self.positions.dim(0)?
             );
         }
+        let batch = mel.dim(0)?;
         let mut clock = StageClock::start();
+        let chunk = if self.fast && cpu::supported(mel) {
+            windows_per_pass()
+        } else {
+            batch
+        };
+        let out = if batch > chunk {
+            let parts = (0..batch)
+                .step_by(chunk)
+                .map(|s| self.forward_windows(&mel.narrow(0, s, chunk.min(batch - s))?, &mut clock))
+                .collect::<Result<Vec<_>>>()?;
+            let out = Tensor::cat(&parts, 0)?;
+            clock.lap(Stage::Residual);
+            out
+        } else {
+            self.forward_windows(mel, &mut clock)?
+        };
+        clock.report(batch);
+        Ok(out)
+    }
+
+    /// The encoder on all windows of `mel` at once.
+    fn forward_windows(&self, mel: &Tensor, clock: &mut StageClock) -> Result<Tensor> {
         let x = self.conv1.forward_gelu(mel, false, self.fast)?;
         let x = self.conv2.forward_gelu(&x, true, self.fast)?;
         let mut x = x.broadcast_add(&self.positions)?;
         clock.lap(Stage::Conv);
+        let d = x.dim(2)?;
+        let fused = self.fast
+            && cpu::supported(&x)
+            && !self.layers.is_empty()
+            && self
+                .layers
+                .iter()
+                .all(|l| cpu::fused_attention_used(d, l.heads));
+        if fused {
+            let mut h = self.layers[0].attn_ln.forward(&x)?;
+            clock.lap(Stage::Norm);
+            for (i, l) in self.layers.iter().enumerate() {
+                let next = self.layers.get(i + 1);
+                let next_ln = next.map_or(&self.ln, |n| &n.attn_ln);
+                let (sum, norm) = l.forward_fused(&x, &h, next_ln, next.is_some(), clock)?;
+                h = norm;
+                if let Some(sum) = sum {
+                    x = sum;
+                }
+            }
+            return Ok(h);
+        }
         for l in &self.layers {
-            x = l.forward(&x, self.fast, &mut clock)?;
+            x = l.forward(&x, self.fast, clock)?;
         }
         let x = self.ln.forward(&x)?;
         clock.lap(Stage::Norm);
-        clock.report(mel.dim(0)?);
         Ok(x)
     }
 }
@@ -357,6 +473,67 @@ fn sinusoids(length: usize, channels: usize, dev: &Device) -> Result<Tensor> {
 mod tests {
     use crate::whisper::testutil;
     use candle_core::D;
+
+    /// Windows one at a time (the CPU default) and a whole batch at once
+    /// give bit-identical encoder outputs.
+    #[test]
+    fn window_passes_equal_whole_batch() {
+        let w = testutil::load("tiny-multi");
+        let enc = &w.model.encoder;
+        let frames = 2 * enc.positions.dim(0).unwrap();
+        let mel = testutil::features(80, "voiced")
+            .narrow(2, 0, frames)
+            .unwrap();
+        let mel =
+            candle_core::Tensor::cat(&[&mel, &(&mel * 0.5).unwrap(), &(&mel * -0.3).unwrap()], 0)
+                .unwrap();
+        let mut clock = super::StageClock::start();
+        let whole = enc.forward_windows(&mel, &mut clock).unwrap();
+        let parts = enc.forward(&mel).unwrap();
+        let diff: f32 = (whole - parts)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(diff, 0.0);
+    }
+
+    /// The fused layer path (biases folded into attention packing and the
+    /// layer norms, residual sums fused) is bit-identical to the layer-by-
+    /// layer kernels it replaces.
+    #[test]
+    fn fused_layers_equal_unfused() {
+        for name in ["tiny-multi", "tiny-6s"] {
+            let w = testutil::load(name);
+            let enc = &w.model.encoder;
+            let frames = 2 * enc.positions.dim(0).unwrap();
+            let mel = testutil::features(80, "voiced")
+                .narrow(2, 0, frames)
+                .unwrap();
+            let mel = candle_core::Tensor::cat(&[&mel, &(&mel * 0.7).unwrap()], 0).unwrap();
+            let mut clock = super::StageClock::start();
+            let fused = enc.forward_windows(&mel, &mut clock).unwrap();
+            let x = enc.conv1.forward_gelu(&mel, false, true).unwrap();
+            let x = enc.conv2.forward_gelu(&x, true, true).unwrap();
+            let mut x = x.broadcast_add(&enc.positions).unwrap();
+            for l in &enc.layers {
+                x = l.forward(&x, true, &mut clock).unwrap();
+            }
+            let want = candle_core::Module::forward(&enc.ln, &x).unwrap();
+            let diff: f32 = (fused - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert_eq!(diff, 0.0, "{name}");
+        }
+    }
 
     /// The CPU kernels and the generic candle path agree within 1e-4 (the
     /// generic path is what CUDA and half-precision runs use; both differ

@@ -5,7 +5,9 @@
 //! convolutions, so the front end is one matmul per convolution.
 
 use super::fastmath;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
+};
 use rayon::prelude::*;
 
 /// Query rows per attention work item: the item's scores (rows × keys)
@@ -64,35 +66,214 @@ impl CustomOp3 for Dense {
         if k != kw || b.len() != n {
             bail!("dense: x [{m}, {k}], w [{n}, {kw}], b [{}]", b.len());
         }
-        let mut out = vec![0f32; m * n];
-        // SAFETY: the slices hold m·k, n·k and m·n values with the strides given.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                k as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm_threads(),
-            );
-        }
+        let mut out = xwt(x, w, m, n, k);
         let rows = (16384 / n.max(1)).max(1);
         out.par_chunks_mut(rows * n)
             .for_each(|c| fastmath::bias_gelu_in_place(c, b, self.gelu));
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+}
+
+/// `x·wᵀ` for x `[m, k]`, w `[n, k]` (row-major slices) → `[m, n]`.
+fn xwt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    assert!(x.len() == m * k && w.len() == n * k);
+    let mut out = vec![0f32; m * n];
+    // SAFETY: the slices hold m·k, n·k and m·n values with the strides given.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm_threads(),
+        );
+    }
+    out
+}
+
+/// `x·wᵀ` without bias: x `[m, k]`, w `[n, k]` → `[m, n]`.
+struct MatmulT;
+
+impl CustomOp2 for MatmulT {
+    fn name(&self) -> &'static str {
+        "whisper-matmul-t"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (f32_slice(xs, xl, "matmul")?, f32_slice(ws, wl, "matmul")?);
+        let (m, k) = xl.shape().dims2()?;
+        let (n, kw) = wl.shape().dims2()?;
+        if k != kw {
+            bail!("matmul: x [{m}, {k}], w [{n}, {kw}]");
+        }
+        Ok((CpuStorage::F32(xwt(x, w, m, n, k)), Shape::from((m, n))))
+    }
+}
+
+/// `x·wᵀ` on CPU f32 tensors, `x` `[m, k]`, `w` `[n, k]` (the bias is
+/// left to a fused consumer: [`self_attention_unbiased`], [`add_layer_norm`]).
+pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(w, &MatmulT)
+}
+
+/// `x + (y + b)` (`x + y` without `b`) and its layer norm with `ln`'s
+/// weight, bias and eps, computed exactly as candle's CPU layer norm does
+/// (same serial sums and operation order, so bit-identical to the separate
+/// bias, residual and norm passes it replaces). Output `[2, rows, d]`
+/// (sum, norm) or `[rows, d]` (norm only) when `keep_sum` is false.
+struct AddLayerNorm {
+    has_bias: bool,
+    keep_sum: bool,
+    eps: f32,
+}
+
+impl CustomOp3 for AddLayerNorm {
+    fn name(&self) -> &'static str {
+        "whisper-add-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, y) = (f32_slice(xs, xl, "add-ln")?, f32_slice(ys, yl, "add-ln")?);
+        let p = f32_slice(ps, pl, "add-ln")?;
+        let (m, d) = xl.shape().dims2()?;
+        if yl.shape().dims2()? != (m, d) || pl.shape().dims2()? != (3, d) || d == 0 {
+            bail!(
+                "add-ln: x {:?}, y {:?}, params {:?}",
+                xl.shape(),
+                yl.shape(),
+                pl.shape()
+            );
+        }
+        let (b, g, beta) = (&p[..d], &p[d..2 * d], &p[2 * d..]);
+        let (has_bias, eps) = (self.has_bias, self.eps);
+        let mut out = vec![0f32; if self.keep_sum { 2 * m * d } else { m * d }];
+        let rows = 32;
+        let (sum_part, norm_part) = if self.keep_sum {
+            out.split_at_mut(m * d)
+        } else {
+            (&mut [][..], &mut out[..])
+        };
+        let mut sum_chunks: Vec<&mut [f32]> = sum_part.chunks_mut(rows * d).collect();
+        let mut norm_chunks: Vec<&mut [f32]> = norm_part.chunks_mut(rows * d).collect();
+        sum_chunks.resize_with(norm_chunks.len(), Default::default);
+        sum_chunks
+            .par_iter_mut()
+            .zip(norm_chunks.par_iter_mut())
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; d],
+                |tmp, (c, (sums, norms))| {
+                    for (r, h) in norms.chunks_mut(d).enumerate() {
+                        let i = (c * rows + r) * d;
+                        let (xr, yr) = (&x[i..i + d], &y[i..i + d]);
+                        let s: &mut [f32] = if sums.is_empty() {
+                            tmp
+                        } else {
+                            &mut sums[r * d..(r + 1) * d]
+                        };
+                        if has_bias {
+                            for (((s, &x), &y), &b) in s.iter_mut().zip(xr).zip(yr).zip(b) {
+                                *s = x + (y + b);
+                            }
+                        } else {
+                            for ((s, &x), &y) in s.iter_mut().zip(xr).zip(yr) {
+                                *s = x + y;
+                            }
+                        }
+                        layer_norm_row(s, g, beta, eps, h);
+                    }
+                },
+            );
+        let shape = if self.keep_sum {
+            Shape::from((2, m, d))
+        } else {
+            Shape::from((m, d))
+        };
+        Ok((CpuStorage::F32(out), shape))
+    }
+}
+
+/// candle's CPU layer norm of one row (`candle_nn::ops::LayerNorm`), op
+/// for op: serial f32 sums of v and v², `var = E[v²] − mean²`.
+#[inline]
+fn layer_norm_row(src: &[f32], alpha: &[f32], beta: &[f32], eps: f32, dst: &mut [f32]) {
+    let (mut sum, mut sum2) = (0f32, 0f32);
+    for &v in src {
+        sum += v;
+        sum2 += v * v;
+    }
+    let n = src.len() as f32;
+    let mean = sum / n;
+    let var = sum2 / n - mean * mean;
+    let inv_std = (var + eps).sqrt().recip();
+    for ((d, &s), (&a, &b)) in dst.iter_mut().zip(src).zip(alpha.iter().zip(beta)) {
+        *d = (s - mean) * inv_std * a + b;
+    }
+}
+
+/// Residual sum `x + (y + b)` (`x + y` without `b`) and its layer norm by
+/// `ln`, in one pass over CPU f32 `[.., d]` tensors: returns (sum, norm),
+/// the sum only when `keep_sum`.
+pub fn add_layer_norm(
+    x: &Tensor,
+    y: &Tensor,
+    b: Option<&Tensor>,
+    ln: &candle_nn::LayerNorm,
+    keep_sum: bool,
+) -> Result<(Option<Tensor>, Tensor)> {
+    let dims = x.dims().to_vec();
+    let d = *dims.last().unwrap_or(&0);
+    let Some(beta) = ln.bias() else {
+        bail!("add-ln: layer norm without bias");
+    };
+    let bias = match b {
+        Some(b) => b.clone(),
+        None => ln.weight().zeros_like()?,
+    };
+    let params = Tensor::stack(&[&bias, ln.weight(), beta], 0)?.contiguous()?;
+    let op = AddLayerNorm {
+        has_bias: b.is_some(),
+        keep_sum,
+        eps: ln.eps() as f32,
+    };
+    let x2 = x.reshape(((), d))?.contiguous()?;
+    let y2 = y.reshape(((), d))?.contiguous()?;
+    let out = x2.apply_op3_no_bwd(&y2, &params, &op)?;
+    if keep_sum {
+        Ok((
+            Some(out.get(0)?.reshape(dims.clone())?),
+            out.get(1)?.reshape(dims)?,
+        ))
+    } else {
+        Ok((None, out.reshape(dims)?))
     }
 }
 
@@ -222,18 +403,16 @@ fn gemm_attention_forced() -> bool {
     *GEMM.get_or_init(|| std::env::var("VOXTOK_WHISPER_ATTN").is_ok_and(|v| v == "gemm"))
 }
 
-/// [`PackedSelfAttention`] through the fused kernel.
+/// [`PackedSelfAttention`] through the fused kernel; as a two-input op
+/// the second input is the projection's bias `[3·d]`, added as the kernel
+/// packs q, k and v (the same `value + bias` the dense layer's bias pass
+/// computes, so results are bit-identical).
 struct FusedSelfAttention {
     heads: usize,
 }
 
-impl CustomOp1 for FusedSelfAttention {
-    fn name(&self) -> &'static str {
-        "whisper-fused-self-attention"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let qkv = f32_slice(s, l, "attention")?;
+impl FusedSelfAttention {
+    fn run(&self, qkv: &[f32], l: &Layout, bias: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
         let (batch, t, d3) = l.shape().dims3()?;
         let d = d3 / 3;
         if d * 3 != d3 || self.heads == 0 || d % self.heads != 0 || !fused::usable(d / self.heads) {
@@ -242,9 +421,62 @@ impl CustomOp1 for FusedSelfAttention {
                 self.heads
             );
         }
+        if bias.is_some_and(|b| b.len() != d3) {
+            bail!(
+                "fused attention: bias of {} for width {d3}",
+                bias.map_or(0, <[f32]>::len)
+            );
+        }
         let mut out = vec![0f32; batch * t * d];
-        fused::attention(qkv, batch, t, self.heads, d / self.heads, &mut out);
+        fused::attention(qkv, bias, batch, t, self.heads, d / self.heads, &mut out);
         Ok((CpuStorage::F32(out), Shape::from((batch, t, d))))
+    }
+}
+
+impl CustomOp1 for FusedSelfAttention {
+    fn name(&self) -> &'static str {
+        "whisper-fused-self-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.run(f32_slice(s, l, "attention")?, l, None)
+    }
+}
+
+impl CustomOp2 for FusedSelfAttention {
+    fn name(&self) -> &'static str {
+        "whisper-fused-self-attention-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let bias = f32_slice(bs, bl, "attention bias")?;
+        self.run(f32_slice(s, l, "attention")?, l, Some(bias))
+    }
+}
+
+/// Whether [`self_attention_unbiased`] runs the fused kernel for `heads`
+/// heads of a `d`-wide model (else it adds the bias and uses the `gemm` path).
+pub fn fused_attention_used(d: usize, heads: usize) -> bool {
+    heads > 0 && d.is_multiple_of(heads) && fused::usable(d / heads) && !gemm_attention_forced()
+}
+
+/// Self-attention of a packed projection before its bias `b` `[3·d]`
+/// (`None`: already biased): the fused kernel adds the bias while packing.
+pub fn self_attention_unbiased(qkv: &Tensor, b: Option<&Tensor>, heads: usize) -> Result<Tensor> {
+    let qkv = qkv.contiguous()?;
+    let (_, _, d3) = qkv.dims3()?;
+    match b {
+        Some(b) if fused_attention_used(d3 / 3, heads) => {
+            qkv.apply_op2_no_bwd(&b.contiguous()?, &FusedSelfAttention { heads })
+        }
+        Some(b) => packed_self_attention(&qkv.broadcast_add(b)?, heads),
+        None => packed_self_attention(&qkv, heads),
     }
 }
 
@@ -320,6 +552,7 @@ pub(crate) mod fused {
     /// `qkv` `[batch, t, 3·heads·hd]` (`q` already scaled). Needs [`usable`]`(hd)`.
     pub fn attention(
         qkv: &[f32],
+        bias: Option<&[f32]>,
         batch: usize,
         t: usize,
         heads: usize,
@@ -349,21 +582,21 @@ pub(crate) mod fused {
                 || Buffers::new(t, hd),
                 |buf, p| unsafe {
                     let Buffers { kt, v, scores } = buf;
-                    pack(qkv, head(p), kt, v);
-                    run_tiles(qkv, head(p), kt, v, scores, 0..tiles, out_ptr);
+                    pack(qkv, bias, head(p), kt, v);
+                    run_tiles(qkv, bias, head(p), kt, v, scores, 0..tiles, out_ptr);
                 },
             );
         } else {
             let Buffers { mut kt, mut v, .. } = Buffers::new(t, hd);
             let chunk = 8;
             for p in 0..pairs {
-                pack(qkv, head(p), &mut kt, &mut v);
+                pack(qkv, bias, head(p), &mut kt, &mut v);
                 let (kt, v) = (&kt, &v);
                 (0..tiles.div_ceil(chunk)).into_par_iter().for_each_init(
                     || vec![0f32; ROWS * t.next_multiple_of(16)],
                     |scores, c| unsafe {
                         let r = c * chunk..((c + 1) * chunk).min(tiles);
-                        run_tiles(qkv, head(p), kt, v, scores, r, out_ptr);
+                        run_tiles(qkv, bias, head(p), kt, v, scores, r, out_ptr);
                     },
                 );
             }
@@ -371,9 +604,18 @@ pub(crate) mod fused {
     }
 
     /// Packs one head: Kᵀ in panels of [`PANEL`] keys (`[c][width]` each,
-    /// keys padded with zeros to a multiple of 16) and V as `[t][hd]`.
-    fn pack(qkv: &[f32], hp: Head, kt: &mut [f32], v: &mut [f32]) {
+    /// keys padded with zeros to a multiple of 16) and V as `[t][hd]`, each
+    /// value plus its bias when there is one.
+    fn pack(qkv: &[f32], bias: Option<&[f32]>, hp: Head, kt: &mut [f32], v: &mut [f32]) {
         let (t, hd) = (hp.t, hp.hd);
+        let zero = [0f32; MAX_HD];
+        let (bk, bv) = match bias {
+            Some(b) => (
+                &b[hp.d + hp.h * hd..][..hd],
+                &b[2 * hp.d + hp.h * hd..][..hd],
+            ),
+            None => (&zero[..hd], &zero[..hd]),
+        };
         let tp = t.next_multiple_of(16);
         for j0 in (0..tp).step_by(PANEL) {
             let w = PANEL.min(tp - j0);
@@ -381,8 +623,15 @@ pub(crate) mod fused {
             for jj in 0..w {
                 let j = j0 + jj;
                 if j < t {
-                    for (c, &x) in qkv[hp.at(j, 1)..][..hd].iter().enumerate() {
-                        panel[c * w + jj] = x;
+                    let k = &qkv[hp.at(j, 1)..][..hd];
+                    if bias.is_some() {
+                        for (c, (&x, &b)) in k.iter().zip(bk).enumerate() {
+                            panel[c * w + jj] = x + b;
+                        }
+                    } else {
+                        for (c, &x) in k.iter().enumerate() {
+                            panel[c * w + jj] = x;
+                        }
                     }
                 } else {
                     for c in 0..hd {
@@ -392,7 +641,14 @@ pub(crate) mod fused {
             }
         }
         for j in 0..t {
-            v[j * hd..(j + 1) * hd].copy_from_slice(&qkv[hp.at(j, 2)..][..hd]);
+            let (dst, src) = (&mut v[j * hd..(j + 1) * hd], &qkv[hp.at(j, 2)..][..hd]);
+            if bias.is_some() {
+                for ((d, &x), &b) in dst.iter_mut().zip(src).zip(bv) {
+                    *d = x + b;
+                }
+            } else {
+                dst.copy_from_slice(src);
+            }
         }
     }
 
@@ -402,8 +658,10 @@ pub(crate) mod fused {
     /// AVX-512F is available, `hp.hd` is 16, 32 or 64, and `out_ptr` points
     /// at the `[batch, t, d]` output, whose rows of these tiles (this head's
     /// columns) no one else touches meanwhile.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn run_tiles(
         qkv: &[f32],
+        bias: Option<&[f32]>,
         hp: Head,
         kt: &[f32],
         v: &[f32],
@@ -414,6 +672,7 @@ pub(crate) mod fused {
         #[cfg(target_arch = "x86_64")]
         {
             let (t, hd) = (hp.t, hp.hd);
+            let bq = bias.map(|b| &b[hp.h * hd..][..hd]);
             let mut q = [0f32; ROWS * MAX_HD];
             for tile in tiles {
                 let r0 = tile * ROWS;
@@ -421,7 +680,15 @@ pub(crate) mod fused {
                 for r in 0..ROWS {
                     let dst = &mut q[r * hd..(r + 1) * hd];
                     if r < rows {
-                        dst.copy_from_slice(&qkv[hp.at(r0 + r, 0)..][..hd]);
+                        let src = &qkv[hp.at(r0 + r, 0)..][..hd];
+                        match bq {
+                            Some(bq) => {
+                                for ((d, &x), &b) in dst.iter_mut().zip(src).zip(bq) {
+                                    *d = x + b;
+                                }
+                            }
+                            None => dst.copy_from_slice(src),
+                        }
                     } else {
                         dst.fill(0.0);
                     }
@@ -436,7 +703,7 @@ pub(crate) mod fused {
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (qkv, hp, kt, v, scores, tiles, out_ptr);
+            let _ = (qkv, bias, hp, kt, v, scores, tiles, out_ptr);
             unreachable!("fused attention needs AVX-512");
         }
     }
@@ -739,6 +1006,48 @@ mod tests {
                 e1 < 1e-5 && e2 < 1e-5,
                 "b {batch} t {t} h {heads}×{hd}: {e1} {e2}"
             );
+        }
+        Ok(())
+    }
+
+    /// The bias folded into the fused attention's packing equals adding it
+    /// first, bit for bit.
+    #[test]
+    fn attention_bias_folding_is_exact() -> Result<()> {
+        let dev = Device::Cpu;
+        let (batch, t, heads) = (2, 53, 3);
+        let d = heads * 64;
+        let qkv = Tensor::randn(0f32, 1.0, (batch, t, 3 * d), &dev)?;
+        let b = Tensor::randn(0f32, 0.5, 3 * d, &dev)?;
+        let want = packed_self_attention(&qkv.broadcast_add(&b)?, heads)?;
+        let got = self_attention_unbiased(&qkv, Some(&b), heads)?;
+        assert_eq!(max_diff(&got, &want), 0.0);
+        Ok(())
+    }
+
+    /// The fused residual + layer norm equals candle's separate bias add,
+    /// residual add and layer norm bit for bit, with and without a bias.
+    #[test]
+    fn add_layer_norm_equals_candle_passes() -> Result<()> {
+        let dev = Device::Cpu;
+        for (m, d) in [(1, 8), (37, 24), (70, 384)] {
+            let x = Tensor::randn(0f32, 1.0, (m, d), &dev)?;
+            let y = Tensor::randn(0f32, 2.0, (m, d), &dev)?;
+            let b = Tensor::randn(0f32, 0.5, d, &dev)?;
+            let ln = candle_nn::LayerNorm::new(
+                Tensor::randn(1f32, 0.2, d, &dev)?,
+                Tensor::randn(0f32, 0.2, d, &dev)?,
+                1e-5,
+            );
+            use candle_core::Module;
+            let sum = (&x + y.broadcast_add(&b)?)?;
+            let (s, h) = add_layer_norm(&x, &y, Some(&b), &ln, true)?;
+            assert_eq!(max_diff(&s.expect("kept"), &sum), 0.0);
+            assert_eq!(max_diff(&h, &ln.forward(&sum)?), 0.0);
+            let sum = (&x + &y)?;
+            let (s, h) = add_layer_norm(&x, &y, None, &ln, false)?;
+            assert!(s.is_none());
+            assert_eq!(max_diff(&h, &ln.forward(&sum)?), 0.0);
         }
         Ok(())
     }
