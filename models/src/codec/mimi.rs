@@ -1690,6 +1690,23 @@ impl Mimi {
         Ok(lat.reshape((b, n, h))?.transpose(1, 2)?.contiguous()?)
     }
 
+    /// Packs the fused path's weights now (CPU only), so that a stream's
+    /// first push does not pay for it: the encoder side (transformer, RVQ)
+    /// or the decoder transformer.
+    fn prepare_fused(&self, encoder: bool) {
+        if !fused_enabled() || !self.device.is_cpu() {
+            return;
+        }
+        if encoder {
+            self.encoder_transformer.fast();
+            for r in [&self.semantic, &self.acoustic] {
+                r.fast.get_or_init(|| FastRvq::new(r).ok());
+            }
+        } else {
+            self.decoder_transformer.fast();
+        }
+    }
+
     /// A fresh incremental decoder (causal models only).
     pub fn decode_stream(&self) -> Result<MimiDecodeStream<'_>> {
         if !self.cfg.use_causal_conv {
@@ -1697,6 +1714,7 @@ impl Mimi {
                 "streaming decode needs a causal Mimi (use_causal_conv)".into(),
             ));
         }
+        self.prepare_fused(false);
         Ok(MimiDecodeStream {
             model: self,
             up_tail: None,
@@ -1844,6 +1862,7 @@ pub struct StreamProfile {
 
 impl<'a> MimiStream<'a> {
     fn new(model: &'a Mimi, codebooks: usize) -> Self {
+        model.prepare_fused(true);
         Self {
             model,
             codebooks,
