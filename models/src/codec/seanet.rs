@@ -380,6 +380,10 @@ pub struct ConvT {
     /// CPU f32, groups 1: the taps `[k, out, in]` ([`conv_cpu::pack_taps`])
     /// and the bias (zeros without one) for [`conv_cpu::conv_transpose1d`].
     taps: Option<(Vec<f32>, Vec<f32>)>,
+    /// CPU f32, groups 1: the polyphase form for [`ConvT::forward`], a
+    /// stride-1 direct conv with `stride·out` rows (one block of `out` per
+    /// output phase) and `ceil(k/stride)` taps.
+    poly: Option<Direct>,
     bias: Option<Tensor>,
     stride: usize,
     groups: usize,
@@ -427,9 +431,40 @@ impl ConvT {
         } else {
             None
         };
+        let poly = match &taps {
+            Some((_, b)) if fuse_enabled() => {
+                // W'[r·out + co, ci, q] = w[ci, co, r + (m − 1 − q)·s].
+                let w = weight.flatten_all()?.to_vec1::<f32>()?;
+                let m = k.div_ceil(stride);
+                let mut wp = vec![0f32; stride * cout * cin * m];
+                for r in 0..stride {
+                    for co in 0..cout {
+                        for ci in 0..cin {
+                            for q in 0..m {
+                                let j = r + (m - 1 - q) * stride;
+                                if j < k {
+                                    wp[((r * cout + co) * cin + ci) * m + q] =
+                                        w[(ci * cout + co) * k + j];
+                                }
+                            }
+                        }
+                    }
+                }
+                let bp: Vec<f32> = (0..stride).flat_map(|_| b.iter().copied()).collect();
+                let dev = weight.device();
+                Direct::new(
+                    &Tensor::from_vec(wp, (stride * cout, cin, m), dev)?,
+                    Some(&Tensor::from_vec(bp, stride * cout, dev)?),
+                    1,
+                    1,
+                )?
+            }
+            _ => None,
+        };
         Ok(Self {
             weight,
             taps,
+            poly,
             bias,
             stride,
             groups,
@@ -526,7 +561,48 @@ impl ConvT {
         Ok(Some(Tensor::from_vec(y, (b, cout, n_out), xs.device())?))
     }
 
+    /// The trimmed output plus bias through the polyphase direct conv:
+    /// `y[co, u·s + r] = Σ_p w[:, co, r + p·s] · x[u − p]` is row
+    /// `r·out + co`, column `u` of a stride-1 conv over `x` zero-padded by
+    /// `m − 1` on both sides; the phases are then interleaved and trimmed.
+    fn forward_poly(&self, xs: &Tensor) -> Result<Option<Tensor>> {
+        let Some(d) = &self.poly else {
+            return Ok(None);
+        };
+        let (b, cin, t) = xs.dims3()?;
+        let (wcin, cout, k) = self.weight.dims3()?;
+        if self.norm.is_some() || wcin != cin || t == 0 || !xs.device().is_cpu() {
+            return Ok(None);
+        }
+        let s = self.stride;
+        let m = k.div_ceil(s);
+        let n = t + m - 1;
+        let xp = xs.pad_with_zeros(2, m - 1, m - 1)?;
+        let ph = d.forward(&xp, n)?;
+        let n_out = (t - 1) * s + k - self.trim_left - self.trim_right;
+        let mut y = vec![0f32; b * cout * n_out];
+        let done = conv_cpu::with_f32(&ph, |p| {
+            use rayon::prelude::*;
+            let tl = self.trim_left;
+            y.par_chunks_mut(n_out).enumerate().for_each(|(row, out)| {
+                let (bi, co) = (row / cout, row % cout);
+                let base = bi * s * cout * n;
+                for (o2, v) in out.iter_mut().enumerate() {
+                    let o = o2 + tl;
+                    *v = p[base + ((o % s) * cout + co) * n + o / s];
+                }
+            });
+        });
+        if done.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Tensor::from_vec(y, (b, cout, n_out), xs.device())?))
+    }
+
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if let Some(ys) = self.forward_poly(xs)? {
+            return Ok(ys);
+        }
         if self.norm.is_none() {
             if let Some(ys) = self.kernel(xs, self.trim_left, true)? {
                 return Ok(ys);
@@ -1560,8 +1636,12 @@ mod tests {
             let vb = VarBuilder::from_tensors(map, DType::F32, &dev);
             let fast = ConvT::load(causal, 1.0, vb, cin, cout, k, stride, 1, true).unwrap();
             assert!(fast.taps.is_some());
+            assert!(fast.poly.is_some() || !has_avx2_fma());
             let mut slow = fast.clone();
             slow.taps = None;
+            slow.poly = None;
+            let mut gemm_path = fast.clone();
+            gemm_path.poly = None;
             for t in [1usize, 2, 7, 33] {
                 let x = Tensor::randn(0f32, 1.0, (2, cin, t), &dev).unwrap();
                 // Candle's batched conv_transpose1d is not trusted: the
@@ -1571,13 +1651,15 @@ mod tests {
                         (0..2).map(|i| f(m, &x.narrow(0, i, 1).unwrap())).collect();
                     Tensor::cat(&items, 0).unwrap()
                 };
-                let (a, b) = (
-                    fast.forward(&x).unwrap(),
-                    per_item(&slow, &|m, x| m.forward(x).unwrap()),
-                );
-                assert_eq!(a.dims(), b.dims());
-                let err = max_abs(&a, &b);
-                assert!(err < 1e-4, "cin={cin} k={k} s={stride} t={t}: {err}");
+                let want = per_item(&slow, &|m, x| m.forward(x).unwrap());
+                for (a, path) in [
+                    (fast.forward(&x).unwrap(), "poly"),
+                    (gemm_path.forward(&x).unwrap(), "gemm"),
+                ] {
+                    assert_eq!(a.dims(), want.dims());
+                    let err = max_abs(&a, &want);
+                    assert!(err < 1e-4, "{path} cin={cin} k={k} s={stride} t={t}: {err}");
+                }
                 let (a, b) = (
                     fast.full(&x).unwrap(),
                     per_item(&slow, &|m, x| m.full(x).unwrap()),
