@@ -616,30 +616,14 @@ pub(crate) mod fused {
             ),
             None => (&zero[..hd], &zero[..hd]),
         };
-        let tp = t.next_multiple_of(16);
-        for j0 in (0..tp).step_by(PANEL) {
-            let w = PANEL.min(tp - j0);
-            let panel = &mut kt[j0 * hd..(j0 + w) * hd];
-            for jj in 0..w {
-                let j = j0 + jj;
-                if j < t {
-                    let k = &qkv[hp.at(j, 1)..][..hd];
-                    if bias.is_some() {
-                        for (c, (&x, &b)) in k.iter().zip(bk).enumerate() {
-                            panel[c * w + jj] = x + b;
-                        }
-                    } else {
-                        for (c, &x) in k.iter().enumerate() {
-                            panel[c * w + jj] = x;
-                        }
-                    }
-                } else {
-                    for c in 0..hd {
-                        panel[c * w + jj] = 0.0;
-                    }
-                }
-            }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let k = &qkv[hp.at(0, 1)..hp.at(t - 1, 1) + hd];
+            // SAFETY: `pack` runs only where `usable` found AVX-512F.
+            unsafe { x86::pack_kt(k, 3 * hp.d, t, hd, bias.map(|_| bk), kt) };
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (bk, kt);
         for j in 0..t {
             let (dst, src) = (&mut v[j * hd..(j + 1) * hd], &qkv[hp.at(j, 2)..][..hd]);
             if bias.is_some() {
@@ -709,9 +693,89 @@ pub(crate) mod fused {
     }
 
     #[cfg(target_arch = "x86_64")]
-    mod x86 {
+    pub(super) mod x86 {
         use super::{PANEL, ROWS};
         use std::arch::x86_64::*;
+
+        /// Kᵀ panels of one head: panels of [`PANEL`] keys, each `[c][width]`
+        /// (keys padded with zeros to a multiple of 16), from `k` (key `j`'s
+        /// `hd` values at `j·ldk`), plus `bk` when given; 16×16 blocks are
+        /// transposed in registers.
+        #[target_feature(enable = "avx512f")]
+        pub(crate) unsafe fn pack_kt(
+            k: &[f32],
+            ldk: usize,
+            t: usize,
+            hd: usize,
+            bk: Option<&[f32]>,
+            kt: &mut [f32],
+        ) {
+            let tp = t.next_multiple_of(16);
+            assert!(
+                t > 0
+                    && hd.is_multiple_of(16)
+                    && k.len() >= (t - 1) * ldk + hd
+                    && kt.len() >= tp * hd
+                    && bk.is_none_or(|b| b.len() >= hd)
+            );
+            let (kp, out) = (k.as_ptr(), kt.as_mut_ptr());
+            for j0 in (0..tp).step_by(PANEL) {
+                let w = PANEL.min(tp - j0);
+                let panel = out.add(j0 * hd);
+                for jb in (0..w).step_by(16) {
+                    for cb in (0..hd).step_by(16) {
+                        let bias = bk.map(|b| _mm512_loadu_ps(b.as_ptr().add(cb)));
+                        let mut r = [_mm512_setzero_ps(); 16];
+                        for (i, r) in r.iter_mut().enumerate() {
+                            let j = j0 + jb + i;
+                            if j < t {
+                                let x = _mm512_loadu_ps(kp.add(j * ldk + cb));
+                                *r = match bias {
+                                    Some(b) => _mm512_add_ps(x, b),
+                                    None => x,
+                                };
+                            }
+                        }
+                        for (i, r) in transpose16(&r).iter().enumerate() {
+                            _mm512_storeu_ps(panel.add((cb + i) * w + jb), *r);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Transposes a 16×16 block held as 16 row vectors.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn transpose16(r: &[__m512; 16]) -> [__m512; 16] {
+            let mut t = [_mm512_setzero_ps(); 16];
+            for i in 0..8 {
+                t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            // u[4g + e], 128-bit lane l: column 4l + e of rows 4g..4g+4
+            let mut u = [_mm512_setzero_ps(); 16];
+            for g in 0..4 {
+                let (a0, a1, b0, b1) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+                u[4 * g] = _mm512_shuffle_ps::<0x44>(a0, b0);
+                u[4 * g + 1] = _mm512_shuffle_ps::<0xEE>(a0, b0);
+                u[4 * g + 2] = _mm512_shuffle_ps::<0x44>(a1, b1);
+                u[4 * g + 3] = _mm512_shuffle_ps::<0xEE>(a1, b1);
+            }
+            let mut o = [_mm512_setzero_ps(); 16];
+            for e in 0..4 {
+                let (a, b, c, d) = (u[e], u[4 + e], u[8 + e], u[12 + e]);
+                let p = _mm512_shuffle_f32x4::<0x88>(a, b);
+                let q = _mm512_shuffle_f32x4::<0xDD>(a, b);
+                let r = _mm512_shuffle_f32x4::<0x88>(c, d);
+                let s = _mm512_shuffle_f32x4::<0xDD>(c, d);
+                o[e] = _mm512_shuffle_f32x4::<0x88>(p, r);
+                o[4 + e] = _mm512_shuffle_f32x4::<0x88>(q, s);
+                o[8 + e] = _mm512_shuffle_f32x4::<0xDD>(p, r);
+                o[12 + e] = _mm512_shuffle_f32x4::<0xDD>(q, s);
+            }
+            o
+        }
 
         /// One query tile of head width `HD` (= 16·`V`): `q` `[ROWS][HD]`
         /// (rows past `rows` zero), `kt` the Kᵀ panels, `v` `[t][HD]`, `s`
@@ -1050,6 +1114,43 @@ mod tests {
             assert_eq!(max_diff(&h, &ln.forward(&sum)?), 0.0);
         }
         Ok(())
+    }
+
+    /// The register-transposed Kᵀ packing equals the plain index loop.
+    #[test]
+    fn kt_packing_equals_index_loop() {
+        if !fused::usable(64) {
+            eprintln!("skipped: this CPU lacks AVX-512F");
+            return;
+        }
+        for (t, hd, ldk) in [
+            (1usize, 16usize, 16usize),
+            (37, 32, 100),
+            (70, 64, 200),
+            (150, 64, 64),
+        ] {
+            let k: Vec<f32> = (0..(t - 1) * ldk + hd)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            let b: Vec<f32> = (0..hd).map(|i| i as f32 * 0.01 - 0.2).collect();
+            for bias in [None, Some(&b[..])] {
+                let tp = t.next_multiple_of(16);
+                let mut got = vec![f32::NAN; tp * hd];
+                // SAFETY: AVX-512F checked above.
+                unsafe { fused::x86::pack_kt(&k, ldk, t, hd, bias, &mut got) };
+                let mut want = vec![0f32; tp * hd];
+                for j0 in (0..tp).step_by(64) {
+                    let w = 64.min(tp - j0);
+                    for jj in 0..w.min(t.saturating_sub(j0)) {
+                        for c in 0..hd {
+                            let x = k[(j0 + jj) * ldk + c];
+                            want[j0 * hd + c * w + jj] = bias.map_or(x, |b| x + b[c]);
+                        }
+                    }
+                }
+                assert_eq!(got, want, "t {t} hd {hd}");
+            }
+        }
     }
 
     #[test]
