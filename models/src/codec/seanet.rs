@@ -432,7 +432,9 @@ impl ConvT {
             None
         };
         let poly = match &taps {
-            Some((_, b)) if fuse_enabled() => {
+            // Measured: the interleave pass costs more than it saves at
+            // few input channels (64 -> 32, stride 2).
+            Some((_, b)) if fuse_enabled() && cin >= 128 => {
                 // W'[r·out + co, ci, q] = w[ci, co, r + (m − 1 − q)·s].
                 let w = weight.flatten_all()?.to_vec1::<f32>()?;
                 let m = k.div_ceil(stride);
@@ -754,7 +756,7 @@ impl ResBlock {
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         if fuse_enabled() {
-            if let Some(ys) = self.forward_fused(xs)? {
+            if let Some(ys) = self.forward_fused(xs, false)? {
                 return Ok(ys);
             }
         }
@@ -771,8 +773,9 @@ impl ResBlock {
 impl ResBlock {
     /// [`ResBlock::forward`] with the second ELU fused into conv1's stores
     /// and the residual add into conv2's (same values, two fewer passes and
-    /// buffers); `None` where the convs do not run on the direct kernel.
-    fn forward_fused(&self, xs: &Tensor) -> Result<Option<Tensor>> {
+    /// buffers), then ELU of the block's output when `elu_out` (a following
+    /// [`Layer::Elu`]); `None` where the convs do not run on the direct kernel.
+    fn forward_fused(&self, xs: &Tensor, elu_out: bool) -> Result<Option<Tensor>> {
         let c2 = &self.conv2;
         if c2.k_eff != 1 || c2.stride != 1 || c2.direct.is_none() || self.conv1.direct.is_none() {
             return Ok(None);
@@ -784,7 +787,7 @@ impl ResBlock {
             Some(s) => s.forward(xs)?,
             None => xs.clone(),
         };
-        c2.forward_epi(&h, false, false, Some(&res))
+        c2.forward_epi(&h, false, elu_out, Some(&res))
     }
 }
 
@@ -842,8 +845,31 @@ pub fn run_layers(layers: &[Layer], xs: &Tensor) -> Result<Tensor> {
     // An ELU whose next layer is a conv on the direct kernel is applied
     // while that conv pads its input.
     let mut elu_pending = false;
+    // An ELU right after a fused residual block ran in its stores.
+    let mut elu_done = false;
     for (i, l) in layers.iter().enumerate() {
         let t0 = profile.then(Instant::now);
+        if elu_done {
+            elu_done = false;
+            continue;
+        }
+        if let (Layer::Res(r), Some(Layer::Elu)) = (l, layers.get(i + 1)) {
+            if fuse_enabled() {
+                if let Some(ys) = r.forward_fused(&xs, true)? {
+                    xs = ys;
+                    elu_done = true;
+                    if let Some(t0) = t0 {
+                        eprintln!(
+                            "codec-profile {i:>2} {:<32} {:>8.3} ms  -> {:?}",
+                            format!("{}+elu", l.describe()),
+                            t0.elapsed().as_secs_f64() * 1e3,
+                            xs.dims()
+                        );
+                    }
+                    continue;
+                }
+            }
+        }
         if let (Layer::Elu, Some(Layer::Conv(c))) = (l, layers.get(i + 1)) {
             if fuse_enabled() && c.direct.is_some() && c.norm.is_none() {
                 elu_pending = true;
@@ -1627,6 +1653,10 @@ mod tests {
             (5, 7, 16, 8, false),
             (3, 2, 7, 4, true),
             (16, 8, 8, 4, false),
+            // cin >= 128: the polyphase direct path.
+            (128, 5, 4, 2, true),
+            (130, 3, 7, 4, false),
+            (128, 9, 10, 5, true),
         ] {
             let w = Tensor::randn(0f32, 1.0, (cin, cout, k), &dev).unwrap();
             let b = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
@@ -1636,7 +1666,7 @@ mod tests {
             let vb = VarBuilder::from_tensors(map, DType::F32, &dev);
             let fast = ConvT::load(causal, 1.0, vb, cin, cout, k, stride, 1, true).unwrap();
             assert!(fast.taps.is_some());
-            assert!(fast.poly.is_some() || !has_avx2_fma());
+            assert!(fast.poly.is_some() == (cin >= 128 && has_avx2_fma()));
             let mut slow = fast.clone();
             slow.taps = None;
             slow.poly = None;
@@ -1698,7 +1728,8 @@ mod tests {
             };
             for (b, t) in [(1usize, 40usize), (2, 5), (1, 333), (2, 1001)] {
                 let x = Tensor::randn(0f32, 1.0, (b, dim, t), &dev).unwrap();
-                let fused = r.forward_fused(&x).unwrap();
+                let fused_elu = r.forward_fused(&x, true).unwrap();
+                let fused = r.forward_fused(&x, false).unwrap();
                 let fused = match fused {
                     Some(f) => f,
                     None => {
@@ -1715,6 +1746,13 @@ mod tests {
                 let want = (res + ys).unwrap();
                 assert_eq!(fused.dims(), want.dims());
                 assert_eq!(bits(&fused), bits(&want), "dim={dim} b={b} t={t}");
+                let fused_elu = fused_elu.expect("fused with ELU too");
+                let want_elu = elu(&want).unwrap();
+                assert_eq!(
+                    bits(&fused_elu),
+                    bits(&want_elu),
+                    "+elu dim={dim} b={b} t={t}"
+                );
             }
         }
     }
