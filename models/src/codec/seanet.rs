@@ -1219,6 +1219,15 @@ mod direct_avx512 {
                 let bp = d.bias.as_ptr().add(ti * MR);
                 let yp = y.add(ti * MR * n + t);
                 let (xt, c, k, dl) = (x.add(t), d.cin, d.k, d.dil);
+                if d.cout == 1 {
+                    // One output channel: skip the 7 zero rows of the tile.
+                    match v {
+                        3 => tile_row::<3>(xt, ldx, c, k, dl, wp, bp, yp, mask),
+                        2 => tile_row::<2>(xt, ldx, c, k, dl, wp, bp, yp, mask),
+                        _ => tile_row::<1>(xt, ldx, c, k, dl, wp, bp, yp, mask),
+                    }
+                    continue;
+                }
                 match (v, k) {
                     (3, 1) => tile::<3, 1>(xt, ldx, c, k, dl, wp, bp, yp, n, rows, mask),
                     (3, 2) => tile::<3, 2>(xt, ldx, c, k, dl, wp, bp, yp, n, rows, mask),
@@ -1229,6 +1238,50 @@ mod direct_avx512 {
                 }
             }
             t += w;
+        }
+    }
+
+    /// Row 0 of [`tile`] alone (a one-channel conv): the same FMAs in the
+    /// same order, so the same bits.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    unsafe fn tile_row<const V: usize>(
+        x: *const f32,
+        ldx: usize,
+        cin: usize,
+        k: usize,
+        dil: usize,
+        w: *const f32,
+        bias: *const f32,
+        y: *mut f32,
+        mask: __mmask16,
+    ) {
+        let mut acc = [_mm512_set1_ps(*bias); V];
+        let mut wp = w;
+        for ci in 0..cin {
+            let xr = x.add(ci * ldx);
+            for j in 0..k {
+                let xp = xr.add(j * dil);
+                let wb = _mm512_set1_ps(*wp);
+                for v in 0..V {
+                    let xv = if v + 1 == V {
+                        _mm512_maskz_loadu_ps(mask, xp.add(16 * v))
+                    } else {
+                        _mm512_loadu_ps(xp.add(16 * v))
+                    };
+                    acc[v] = _mm512_fmadd_ps(wb, xv, acc[v]);
+                }
+                wp = wp.add(MR);
+            }
+        }
+        for v in 0..V {
+            let p = y.add(16 * v);
+            if v + 1 == V {
+                _mm512_mask_storeu_ps(p, mask, acc[v]);
+            } else {
+                _mm512_storeu_ps(p, acc[v]);
+            }
         }
     }
 
@@ -1810,6 +1863,9 @@ mod tests {
             (5, 7, 7, 3, 1, true),
             (12, 9, 10, 5, 1, false),
             (20, 17, 3, 1, 1, true),
+            // One output channel (the decoder's last conv): the 1-row tile.
+            (5, 1, 7, 1, 1, true),
+            (3, 1, 4, 2, 1, false),
         ] {
             let w = Tensor::randn(0f32, 1.0, (cout, cin, k), &dev).unwrap();
             let b = bias.then(|| Tensor::randn(0f32, 1.0, cout, &dev).unwrap());
