@@ -67,6 +67,13 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_logging(&cli.global);
+    // The codec commands move large per-layer buffers; let malloc recycle them.
+    if matches!(
+        cli.command,
+        Command::Tokenize(_) | Command::Detokenize(_) | Command::Stream(_)
+    ) {
+        voxtok_models::runtime::keep_freed_memory();
+    }
     let result = match cli.command {
         Command::Features(args) => cmd::features::run(args, &cli.global),
         Command::Latex(args) => cmd::latex::run(args, &cli.global),

@@ -29,7 +29,10 @@ pub fn run(args: Args, g: &Global) -> anyhow::Result<Exit> {
         Kind::Asr(a) => super::bench_asr::run(a, g),
         Kind::Text(a) => super::bench_text::run(a, g),
         Kind::S2l(a) => super::bench_s2l::run(a, g),
-        Kind::Codec(a) => super::bench_codec::run(a, g),
+        Kind::Codec(a) => {
+            voxtok_models::runtime::keep_freed_memory();
+            super::bench_codec::run(a, g)
+        }
         Kind::Frontend(a) => super::bench_frontend::run(a, g),
     }
 }

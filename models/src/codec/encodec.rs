@@ -365,34 +365,6 @@ impl Codebook {
     }
 }
 
-/// glibc malloc: serve buffers up to 32 MiB from the heap and keep up to
-/// 512 MiB of freed heap instead of returning it to the kernel, so the
-/// SEANet layers' large per-layer buffers are reused between layers and
-/// calls instead of page-faulted and zeroed afresh each time (about 12% of
-/// the CPU time in the profile). Process-wide, once; `VOXTOK_MALLOC_TUNE=0`
-/// leaves malloc alone (A/B runs). No-op off Linux/glibc.
-fn keep_freed_memory() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if std::env::var("VOXTOK_MALLOC_TUNE").is_ok_and(|v| v == "0") {
-            return;
-        }
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        {
-            extern "C" {
-                fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-            }
-            const M_TRIM_THRESHOLD: std::ffi::c_int = -1;
-            const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
-            // SAFETY: mallopt only changes glibc's allocation thresholds.
-            unsafe {
-                mallopt(M_MMAP_THRESHOLD, 32 << 20);
-                mallopt(M_TRIM_THRESHOLD, 512 << 20);
-            }
-        }
-    });
-}
-
 /// False when `VOXTOK_RVQ_CPU=0` (read once; A/B runs).
 fn rvq_cpu_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -476,9 +448,6 @@ impl Encodec {
         }
         if cfg.upsampling_ratios.is_empty() || cfg.num_quantizers() == 0 {
             return Err(bad("no upsampling ratios or no quantizers".into()));
-        }
-        if device.is_cpu() {
-            keep_freed_memory();
         }
         let vb = dir.var_builder(DType::F32, device)?;
         let encoder = load_encoder(&cfg, pm, vb.pp("encoder"))?;

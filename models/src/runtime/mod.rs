@@ -4,6 +4,7 @@
 //! Whisper, the audio tokenizers and the LLMs all run on candle through this
 //! module, so a `--device` flag means the same thing everywhere.
 
+mod alloc;
 pub mod audio_llm;
 pub mod ctranslate2;
 mod device;
@@ -13,6 +14,7 @@ mod model_dir;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use alloc::keep_freed_memory;
 pub use device::{parse_device, parse_dtype, DeviceSpec};
 pub(crate) use linear::SendPtr;
 pub use linear::{dot, xwt, Linear, SMALL_M};
