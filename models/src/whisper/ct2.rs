@@ -79,14 +79,7 @@ mod tests {
             let mel = testutil::features(80, "voiced");
             let ea = a.model.encode(&mel).unwrap();
             let eb = b.model.encode(&mel).unwrap();
-            let err: f32 = (&ea - &eb)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let err = crate::runtime::testing::max_abs_diff(&ea, &eb);
             assert!(err <= 1e-5, "{ct2}: encoder max abs error {err}");
             assert_eq!(a.tokenizer.multilingual, b.tokenizer.multilingual, "{ct2}");
             assert_eq!(a.tokenizer.languages, b.tokenizer.languages, "{ct2}");

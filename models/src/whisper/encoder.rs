@@ -490,14 +490,7 @@ mod tests {
         let mut clock = super::StageClock::start();
         let whole = enc.forward_windows(&mel, &mut clock).unwrap();
         let parts = enc.forward(&mel).unwrap();
-        let diff: f32 = (whole - parts)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = crate::runtime::testing::max_abs_diff(&whole, &parts);
         assert_eq!(diff, 0.0);
     }
 
@@ -523,14 +516,7 @@ mod tests {
                 x = l.forward(&x, true, &mut clock).unwrap();
             }
             let want = candle_core::Module::forward(&enc.ln, &x).unwrap();
-            let diff: f32 = (fused - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = crate::runtime::testing::max_abs_diff(&fused, &want);
             assert_eq!(diff, 0.0, "{name}");
         }
     }

@@ -66,14 +66,7 @@ fn encoder_matches_transformers() {
                 Tensor::new((0..n as u32).step_by(5).collect::<Vec<_>>(), enc.device()).unwrap();
             let ours = enc.index_select(&idx, 0).unwrap();
             let want = reference_tensor(name, &format!("encoder_{sig}"));
-            let err: f32 = (ours - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let err = crate::runtime::testing::max_abs_diff(&ours, &want);
             assert!(
                 err <= 1e-4,
                 "{name}/{sig}: encoder max abs error {err} > 1e-4"
@@ -184,18 +177,6 @@ fn beam_of_one_is_greedy_and_beam_scores_at_least_greedy_per_token() {
     }
 }
 
-/// Max abs difference of two tensors of the same shape.
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 /// `tiny-6s/reference.safetensors` `features_voiced` as `[1, 80, 600]` f32.
 fn short_features() -> Tensor {
     let q = reference_tensor("tiny-6s", "features_voiced");
@@ -218,7 +199,8 @@ fn short_window_model_matches_transformers() {
     let n = audio.dim(1).unwrap();
     let idx = Tensor::new((0..n as u32).step_by(5).collect::<Vec<_>>(), audio.device()).unwrap();
     let enc = audio.i(0).unwrap().index_select(&idx, 0).unwrap();
-    let err = max_abs(&enc, &reference_tensor("tiny-6s", "encoder_voiced"));
+    let err =
+        crate::runtime::testing::max_abs_diff(&enc, &reference_tensor("tiny-6s", "encoder_voiced"));
     assert!(err <= 1e-4, "encoder max abs error {err} > 1e-4");
     // A 30 s input is refused with a clear message.
     let e = w
@@ -239,7 +221,10 @@ fn short_window_model_matches_transformers() {
     dec.start(&mut cache, &audio).unwrap();
     let h = dec.forward(&ids, &mut cache).unwrap();
     let logits = dec.logits(&h).unwrap().i(0).unwrap();
-    let err = max_abs(&logits, &reference_tensor("tiny-6s", "logits_voiced"));
+    let err = crate::runtime::testing::max_abs_diff(
+        &logits,
+        &reference_tensor("tiny-6s", "logits_voiced"),
+    );
     assert!(err <= 1e-4, "decoder logits max abs error {err} > 1e-4");
 
     let r = reference_json("tiny-6s");
@@ -292,7 +277,7 @@ fn prompt_matches_transformers() {
         .unwrap()
         .i(0)
         .unwrap();
-    let err = max_abs(
+    let err = crate::runtime::testing::max_abs_diff(
         &logits,
         &reference_tensor("tiny-6s", "prompt_logits_voiced"),
     );
