@@ -1005,12 +1005,11 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn packed_attention_matches_reference() -> Result<()> {
-        let dev = Device::Cpu;
-        let (batch, t, heads, hd) = (2, 70, 3, 4); // two query blocks, a short one
-        let d = heads * hd;
-        let qkv = Tensor::randn(0f32, 1.0, (batch, t, 3 * d), &dev)?;
+    /// softmax(q·kᵀ)·v per head of a packed `[batch, t, 3·d]` projection,
+    /// with candle ops: the reference for both attention kernels.
+    fn reference_attention(qkv: &Tensor, heads: usize) -> Result<Tensor> {
+        let (batch, t, d3) = qkv.dims3()?;
+        let (d, hd) = (d3 / 3, d3 / 3 / heads);
         let split = |i: usize| -> Result<Tensor> {
             qkv.narrow(2, i * d, d)?
                 .reshape((batch, t, heads, hd))?
@@ -1019,7 +1018,16 @@ mod tests {
         };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
         let w = candle_nn::ops::softmax(&q.matmul(&k.t()?)?, D::Minus1)?;
-        let want = w.matmul(&v)?.transpose(1, 2)?.reshape((batch, t, d))?;
+        w.matmul(&v)?.transpose(1, 2)?.reshape((batch, t, d))
+    }
+
+    #[test]
+    fn packed_attention_matches_reference() -> Result<()> {
+        let dev = Device::Cpu;
+        let (batch, t, heads, hd) = (2, 70, 3, 4); // two query blocks, a short one
+        let d = heads * hd;
+        let qkv = Tensor::randn(0f32, 1.0, (batch, t, 3 * d), &dev)?;
+        let want = reference_attention(&qkv, heads)?;
         let got = packed_self_attention(&qkv, heads)?;
         assert!(max_diff(&got, &want) < 1e-5);
         Ok(())
@@ -1054,15 +1062,7 @@ mod tests {
             let q = Tensor::randn(0f32, 0.6, (batch, t, d), &dev)?;
             let kv = Tensor::randn(0f32, 1.0, (batch, t, 2 * d), &dev)?;
             let qkv = Tensor::cat(&[&q, &kv], 2)?.contiguous()?;
-            let split = |i: usize| -> Result<Tensor> {
-                qkv.narrow(2, i * d, d)?
-                    .reshape((batch, t, heads, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
-            let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-            let w = candle_nn::ops::softmax(&q.matmul(&k.t()?)?, D::Minus1)?;
-            let want = w.matmul(&v)?.transpose(1, 2)?.reshape((batch, t, d))?;
+            let want = reference_attention(&qkv, heads)?;
             let fused_out = qkv.apply_op1_no_bwd(&FusedSelfAttention { heads })?;
             let gemm_out = qkv.apply_op1_no_bwd(&PackedSelfAttention { heads })?;
             let (e1, e2) = (max_diff(&fused_out, &want), max_diff(&fused_out, &gemm_out));
