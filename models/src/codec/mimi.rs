@@ -611,8 +611,8 @@ impl Transformer {
         })
     }
 
-    /// cos/sin `[T, D/2]` for positions `offset..offset + t`.
-    fn rope(&self, offset: usize, t: usize, dev: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+    /// cos/sin rows `[t · D/2]` for positions `offset..offset + t`.
+    fn rope_tables(&self, offset: usize, t: usize) -> (Vec<f32>, Vec<f32>) {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(t * half);
         let mut sin = Vec::with_capacity(t * half);
@@ -623,6 +623,13 @@ impl Transformer {
                 sin.push(a.sin());
             }
         }
+        (cos, sin)
+    }
+
+    /// cos/sin `[T, D/2]` for positions `offset..offset + t`.
+    fn rope(&self, offset: usize, t: usize, dev: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let (cos, sin) = self.rope_tables(offset, t);
         Ok((
             Tensor::from_vec(cos, (t, half), dev)?,
             Tensor::from_vec(sin, (t, half), dev)?,
@@ -644,15 +651,7 @@ impl Transformer {
     ) -> candle_core::Result<()> {
         let c = x.len() / t;
         let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(t * half);
-        let mut sin = Vec::with_capacity(t * half);
-        for p in offset..offset + t {
-            for &f in &self.inv_freq {
-                let a = p as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
-            }
-        }
+        let (cos, sin) = self.rope_tables(offset, t);
         let (mut h, mut tmp) = (vec![0f32; t * c], vec![0f32; t * c]);
         for ((layer, fl), cache) in self.layers.iter().zip(fast).zip(caches.iter_mut()) {
             let a = &layer.attn;
