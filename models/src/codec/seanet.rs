@@ -776,6 +776,16 @@ impl ResBlock {
     /// buffers), then ELU of the block's output when `elu_out` (a following
     /// [`Layer::Elu`]); `None` where the convs do not run on the direct kernel.
     fn forward_fused(&self, xs: &Tensor, elu_out: bool) -> Result<Option<Tensor>> {
+        if let Some(cols) = blocked_cols() {
+            if let Some(ys) = self.forward_blocked(xs, elu_out, cols)? {
+                return Ok(Some(ys));
+            }
+        }
+        self.forward_fused_whole(xs, elu_out)
+    }
+
+    /// [`ResBlock::forward_fused`] over the whole signal, layer by layer.
+    fn forward_fused_whole(&self, xs: &Tensor, elu_out: bool) -> Result<Option<Tensor>> {
         let c2 = &self.conv2;
         if c2.k_eff != 1 || c2.stride != 1 || c2.direct.is_none() || self.conv1.direct.is_none() {
             return Ok(None);
@@ -789,6 +799,180 @@ impl ResBlock {
         };
         c2.forward_epi(&h, false, elu_out, Some(&res))
     }
+}
+
+impl ResBlock {
+    /// [`ResBlock::forward_fused_whole`] run per time block of `cols`
+    /// columns (per batch item, in parallel): the ELU-padded input slab,
+    /// conv1 + ELU, the shortcut and conv2 + residual (+ ELU) stay in
+    /// cache, so memory sees one read of `x` and one write of `y`. Each
+    /// output is computed by the same kernel with the same FMA order as the
+    /// whole-signal path: the same bits. `None` where that path would not
+    /// run fused, for blocks wider than [`blocked_max_c`] channels, or for
+    /// padding that is not a plain function of the index (reflect on a
+    /// signal shorter than its padding).
+    fn forward_blocked(&self, xs: &Tensor, elu_out: bool, cols: usize) -> Result<Option<Tensor>> {
+        let (c1, c2) = (&self.conv1, &self.conv2);
+        let (Some(d1), Some(d2)) = (&c1.direct, &c2.direct) else {
+            return Ok(None);
+        };
+        let ds = match &self.shortcut {
+            Some(s) => match &s.direct {
+                Some(d) if s.k_eff == 1 && s.stride == 1 && s.norm.is_none() => Some(d),
+                _ => return Ok(None),
+            },
+            None => None,
+        };
+        if c1.norm.is_some()
+            || c2.norm.is_some()
+            || c1.stride != 1
+            || c2.k_eff != 1
+            || c2.stride != 1
+            || !xs.device().is_cpu()
+            || xs.dtype() != DType::F32
+        {
+            return Ok(None);
+        }
+        let (b, c, t) = xs.dims3()?;
+        let hid = d1.cout;
+        if c > blocked_max_c() || d1.cin != c || d2.cin != hid || d2.cout != c || t == 0 {
+            return Ok(None);
+        }
+        if ds.is_some_and(|d| d.cin != c || d.cout != c) {
+            return Ok(None);
+        }
+        // The whole-signal path's conditions (same padding, same kernels).
+        let pt = c1.padding_total();
+        let extra = c1.extra_padding(t);
+        let span = c1.k_eff - 1;
+        if extra != 0 || (b == 1 && t <= SMALL_M) {
+            return Ok(None);
+        }
+        let left = if c1.causal { pt } else { pt - pt / 2 };
+        let right = pt - left;
+        if c1.mode == PadMode::Reflect && t <= left.max(right) {
+            return Ok(None);
+        }
+        let mode = c1.mode;
+        let xs = xs.contiguous()?;
+        let mut y = vec![0f32; b * c * t];
+        let cols = cols.max(1).min(t);
+        let nblk = t.div_ceil(cols);
+        let yp = SendPtr(y.as_mut_ptr());
+        let done = super::conv_cpu::with_f32(&xs, |x| {
+            use rayon::prelude::*;
+            let go = |(e, h, r): &mut (Vec<f32>, Vec<f32>, Vec<f32>), i: usize| {
+                let (bi, t0) = (i / nblk, (i % nblk) * cols);
+                let w = cols.min(t - t0);
+                let xb = &x[bi * c * t..(bi + 1) * c * t];
+                let ew = w + span;
+                // ELU of the padded input, columns t0 - left .. t0 + w + right.
+                e.resize(c * ew, 0.0);
+                for (ci, dst) in e.chunks_exact_mut(ew).enumerate() {
+                    let row = &xb[ci * t..(ci + 1) * t];
+                    // Padded column j reads input index t0 + j - left.
+                    let lo = left.saturating_sub(t0).min(ew);
+                    let hi = (t + left - t0).min(ew).max(lo);
+                    let src = |j: usize| -> f32 {
+                        let p = t0 + j;
+                        let idx = if p < left {
+                            match mode {
+                                PadMode::Constant => return 0.0,
+                                PadMode::Replicate => 0,
+                                PadMode::Reflect => left - p,
+                            }
+                        } else {
+                            match mode {
+                                PadMode::Constant => return 0.0,
+                                PadMode::Replicate => t - 1,
+                                PadMode::Reflect => 2 * (t - 1) - (p - left),
+                            }
+                        };
+                        row[idx]
+                    };
+                    for j in (0..lo).chain(hi..ew) {
+                        dst[j] = src(j);
+                    }
+                    // SAFETY: `Direct` exists only with AVX2/FMA.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        let a = t0 + lo - left;
+                        elu_avx2(&row[a..a + hi - lo], &mut dst[lo..hi]);
+                        epilogue_avx2(&mut dst[..lo], None, true);
+                        epilogue_avx2(&mut dst[hi..], None, true);
+                    }
+                }
+                // conv1 + ELU.
+                h.resize(hid * w, 0.0);
+                // SAFETY: the slabs hold `[cin, ld]` inputs and `[cout, w]`
+                // outputs; tasks write disjoint columns of `y`.
+                unsafe {
+                    d1.block_ld(e, ew, h.as_mut_ptr(), w, w);
+                    #[cfg(target_arch = "x86_64")]
+                    for row in h.chunks_exact_mut(w) {
+                        epilogue_avx2(row, None, true);
+                    }
+                    let xt = &xb[t0..];
+                    let res: &[f32] = match ds {
+                        Some(ds) => {
+                            r.resize(c * w, 0.0);
+                            ds.block_ld(xt, t, r.as_mut_ptr(), w, w);
+                            &r[..]
+                        }
+                        None => xt,
+                    };
+                    let ldr = if ds.is_some() { w } else { t };
+                    let yb = yp.get().add(bi * c * t + t0);
+                    d2.block_ld(h, w, yb, t, w);
+                    #[cfg(target_arch = "x86_64")]
+                    for ci in 0..c {
+                        let row = std::slice::from_raw_parts_mut(yb.add(ci * t), w);
+                        epilogue_avx2(row, Some(&res[ci * ldr..ci * ldr + w]), elu_out);
+                    }
+                }
+            };
+            let init = || (Vec::new(), Vec::new(), Vec::new());
+            if b * nblk > 1 && rayon::current_num_threads() > 1 {
+                (0..b * nblk).into_par_iter().for_each_init(init, go);
+            } else {
+                let mut s = init();
+                (0..b * nblk).for_each(|i| go(&mut s, i));
+            }
+        });
+        if done.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Tensor::from_vec(y, (b, c, t), xs.device())?))
+    }
+}
+
+/// Widest residual block (input channels) run by [`ResBlock::forward_blocked`]
+/// (`VOXTOK_SEANET_BLOCKED_MAXC`, default 128; read once): the narrow
+/// high-rate blocks are memory-bound (blocking cut the 128-channel blocks
+/// by ~10% too, the 32/64 ones by ~30%); the deep, low-rate ones are not.
+fn blocked_max_c() -> usize {
+    static ON: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("VOXTOK_SEANET_BLOCKED_MAXC")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(128)
+    })
+}
+
+/// Columns per time block of [`ResBlock::forward_blocked`]
+/// (`VOXTOK_SEANET_BLOCK_COLS`, default 1536); `None` when
+/// `VOXTOK_SEANET_BLOCKED=0` or `VOXTOK_SEANET_FUSE=0` (read once).
+fn blocked_cols() -> Option<usize> {
+    static ON: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = std::env::var("VOXTOK_SEANET_BLOCKED").map_or(true, |v| v != "0");
+        let cols = std::env::var("VOXTOK_SEANET_BLOCK_COLS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1536);
+        (on && fuse_enabled()).then_some(cols)
+    })
 }
 
 /// False when `VOXTOK_SEANET_FUSE=0` (read once; A/B runs).
@@ -1142,6 +1326,24 @@ impl Direct {
         } else {
             (0..blocks).for_each(go);
         }
+    }
+
+    /// Every output tile, columns `0..w`, of `y` rows `ldy` apart from the
+    /// stride-1 input `x [cin, ldx]` (no epilogue); `y` must hold
+    /// `[cout, ldy]` from its start.
+    unsafe fn block_ld(&self, x: &[f32], ldx: usize, y: *mut f32, ldy: usize, w: usize) {
+        let span = (self.k - 1) * self.dil;
+        assert!(self.fold == 1 && w <= ldy);
+        assert!(x.len() >= (self.cin - 1) * ldx + w + span && ldx >= w + span);
+        let tiles = self.cout.div_ceil(MR);
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") && !FORCE_AVX2.with(|f| f.get()) {
+            direct_avx512::block(self, x.as_ptr(), ldx, y, ldy, 0, tiles, 0, w)
+        } else {
+            direct_avx2::block(self, x.as_ptr(), ldx, y, ldy, 0, tiles, 0, w)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("Direct is only built with AVX2/FMA");
     }
 
     /// Output tiles `c0..c1` (of `MR` channels), columns `t0..t1`.
@@ -1808,6 +2010,77 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The residual block run per time block gives the bits of the
+    /// whole-signal fused block: every padding mode, causal and centred,
+    /// with and without shortcut, dilation 1 and 3, batch 1 and 2, T from 1
+    /// to 33333 and around the block width, with and without the output
+    /// ELU.
+    #[test]
+    fn blocked_resblock_equals_fused() {
+        if !has_avx2_fma() {
+            return;
+        }
+        let dev = Device::Cpu;
+        let conv = |cin, cout, k, dil, causal, mode| {
+            let w = Tensor::randn(0f32, 0.3, (cout, cin, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 0.3, cout, &dev).unwrap();
+            Conv::new(w, Some(b), 1, dil, causal, mode).unwrap()
+        };
+        let cols = 100;
+        let mut blocked_runs = 0;
+        for mode in [PadMode::Constant, PadMode::Replicate, PadMode::Reflect] {
+            for (dim, dil, causal, shortcut) in [
+                (16, 1, true, true),
+                (12, 3, false, false),
+                (9, 3, true, false),
+                (32, 1, false, true),
+            ] {
+                let r = ResBlock {
+                    conv1: conv(dim, dim / 2, 3, dil, causal, mode),
+                    conv2: conv(dim / 2, dim, 1, 1, causal, mode),
+                    shortcut: shortcut.then(|| conv(dim, dim, 1, 1, causal, mode)),
+                };
+                for (b, t) in [
+                    (1usize, 1usize),
+                    (2, 1),
+                    (1, 5),
+                    (2, 5),
+                    (1, cols - 1),
+                    (2, cols),
+                    (1, cols + 1),
+                    (2, 2 * cols + 1),
+                    (1, 1001),
+                    (2, 1001),
+                    (1, 33333),
+                ] {
+                    let x = Tensor::randn(0f32, 1.0, (b, dim, t), &dev).unwrap();
+                    for elu_out in [false, true] {
+                        let whole = r.forward_fused_whole(&x, elu_out).unwrap();
+                        for c in [cols, 4096] {
+                            let blk = r.forward_blocked(&x, elu_out, c).unwrap();
+                            let ctx = format!("{mode:?} dim={dim} dil={dil} b={b} t={t} cols={c}");
+                            match (&whole, blk) {
+                                (Some(w), Some(k)) => {
+                                    assert_eq!(w.dims(), k.dims(), "{ctx}");
+                                    assert_eq!(bits(w), bits(&k), "{ctx} elu={elu_out}");
+                                    blocked_runs += 1;
+                                }
+                                (None, None) => {}
+                                (None, Some(_)) => panic!("blocked without fused: {ctx}"),
+                                (Some(_), None) => {
+                                    // Only a reflect pad longer than the signal.
+                                    let ok = mode == PadMode::Reflect && t <= 3 * dil;
+                                    assert!(ok, "fused without blocked: {ctx}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(blocked_runs > 300, "{blocked_runs}");
     }
 
     /// `pad_elu` gives the bits of `pad(elu(x))` in every mode (lengths
