@@ -1042,14 +1042,7 @@ pub fn run_layers(layers: &[Layer], xs: &Tensor) -> Result<Tensor> {
                 if let Some(ys) = r.forward_fused(&xs, true)? {
                     xs = ys;
                     elu_done = true;
-                    if let Some(t0) = t0 {
-                        eprintln!(
-                            "codec-profile {i:>2} {:<32} {:>8.3} ms  -> {:?}",
-                            format!("{}+elu", l.describe()),
-                            t0.elapsed().as_secs_f64() * 1e3,
-                            xs.dims()
-                        );
-                    }
+                    profile_line(t0, i, || format!("{}+elu", l.describe()), &xs);
                     continue;
                 }
             }
@@ -1069,14 +1062,7 @@ pub fn run_layers(layers: &[Layer], xs: &Tensor) -> Result<Tensor> {
                 Some(ys) => ys,
                 None => c.forward(&elu(&xs)?)?,
             };
-            if let Some(t0) = t0 {
-                eprintln!(
-                    "codec-profile {i:>2} {:<32} {:>8.3} ms  -> {:?}",
-                    format!("elu+{}", l.describe()),
-                    t0.elapsed().as_secs_f64() * 1e3,
-                    xs.dims()
-                );
-            }
+            profile_line(t0, i, || format!("elu+{}", l.describe()), &xs);
             continue;
         }
         xs = match l {
@@ -1090,16 +1076,21 @@ pub fn run_layers(layers: &[Layer], xs: &Tensor) -> Result<Tensor> {
             }
             Layer::Elu => elu(&xs)?,
         };
-        if let Some(t0) = t0 {
-            eprintln!(
-                "codec-profile {i:>2} {:<32} {:>8.3} ms  -> {:?}",
-                l.describe(),
-                t0.elapsed().as_secs_f64() * 1e3,
-                xs.dims()
-            );
-        }
+        profile_line(t0, i, || l.describe(), &xs);
     }
     Ok(xs)
+}
+
+/// With profiling on (`t0` set), layer `i`'s time since `t0` and output shape to stderr.
+fn profile_line(t0: Option<Instant>, i: usize, what: impl FnOnce() -> String, xs: &Tensor) {
+    if let Some(t0) = t0 {
+        let what = what();
+        eprintln!(
+            "codec-profile {i:>2} {what:<32} {:>8.3} ms  -> {:?}",
+            t0.elapsed().as_secs_f64() * 1e3,
+            xs.dims()
+        );
+    }
 }
 
 /// True when `VOXTOK_CODEC_PROFILE=1` (read once): per-layer times to stderr.
