@@ -1947,6 +1947,28 @@ mod tests {
         }
     }
 
+    /// A random SEANet residual block (k3 `dim -> dim/2`, k1 back, optional
+    /// k1 shortcut) for the fused-block tests.
+    fn rand_resblock(
+        dim: usize,
+        dil: usize,
+        causal: bool,
+        mode: PadMode,
+        shortcut: bool,
+    ) -> ResBlock {
+        let dev = Device::Cpu;
+        let conv = |cin: usize, cout: usize, k: usize, dil: usize| {
+            let w = Tensor::randn(0f32, 0.3, (cout, cin, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 0.3, cout, &dev).unwrap();
+            Conv::new(w, Some(b), 1, dil, causal, mode).unwrap()
+        };
+        ResBlock {
+            conv1: conv(dim, dim / 2, 3, dil),
+            conv2: conv(dim / 2, dim, 1, 1),
+            shortcut: shortcut.then(|| conv(dim, dim, 1, 1)),
+        }
+    }
+
     /// The fused residual block (ELU and residual add in the direct
     /// kernel's stores) gives the same bits as the separate ops: causal
     /// reflect and non-causal constant padding, with and without a
@@ -1957,21 +1979,12 @@ mod tests {
             return;
         }
         let dev = Device::Cpu;
-        let conv = |cin, cout, k, dil, causal, mode| {
-            let w = Tensor::randn(0f32, 0.3, (cout, cin, k), &dev).unwrap();
-            let b = Tensor::randn(0f32, 0.3, cout, &dev).unwrap();
-            Conv::new(w, Some(b), 1, dil, causal, mode).unwrap()
-        };
         for (dim, dil, causal, mode, shortcut) in [
             (16, 1, true, PadMode::Reflect, true),
             (12, 3, false, PadMode::Constant, false),
             (9, 1, true, PadMode::Constant, true),
         ] {
-            let r = ResBlock {
-                conv1: conv(dim, dim / 2, 3, dil, causal, mode),
-                conv2: conv(dim / 2, dim, 1, 1, causal, mode),
-                shortcut: shortcut.then(|| conv(dim, dim, 1, 1, causal, mode)),
-            };
+            let r = rand_resblock(dim, dil, causal, mode, shortcut);
             for (b, t) in [(1usize, 40usize), (2, 5), (1, 333), (2, 1001)] {
                 let x = Tensor::randn(0f32, 1.0, (b, dim, t), &dev).unwrap();
                 let fused_elu = r.forward_fused(&x, true).unwrap();
@@ -2014,11 +2027,6 @@ mod tests {
             return;
         }
         let dev = Device::Cpu;
-        let conv = |cin, cout, k, dil, causal, mode| {
-            let w = Tensor::randn(0f32, 0.3, (cout, cin, k), &dev).unwrap();
-            let b = Tensor::randn(0f32, 0.3, cout, &dev).unwrap();
-            Conv::new(w, Some(b), 1, dil, causal, mode).unwrap()
-        };
         let cols = 100;
         let mut blocked_runs = 0;
         for mode in [PadMode::Constant, PadMode::Replicate, PadMode::Reflect] {
@@ -2028,11 +2036,7 @@ mod tests {
                 (9, 3, true, false),
                 (32, 1, false, true),
             ] {
-                let r = ResBlock {
-                    conv1: conv(dim, dim / 2, 3, dil, causal, mode),
-                    conv2: conv(dim / 2, dim, 1, 1, causal, mode),
-                    shortcut: shortcut.then(|| conv(dim, dim, 1, 1, causal, mode)),
-                };
+                let r = rand_resblock(dim, dil, causal, mode, shortcut);
                 for (b, t) in [
                     (1usize, 1usize),
                     (2, 1),
