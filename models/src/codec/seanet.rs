@@ -15,6 +15,9 @@ use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor, D};
 use candle_nn::{GroupNorm, VarBuilder};
 use std::time::{Duration, Instant};
 
+mod dec_chain;
+pub use dec_chain::enabled as dec_chain_enabled;
+
 /// Padding mode of the convs (`pad_mode` in the HF configs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PadMode {
@@ -1024,6 +1027,21 @@ impl Layer {
 /// Runs a layer stack over the whole signal `[B, C, T]`.
 /// With `VOXTOK_CODEC_PROFILE=1` each layer's wall time goes to stderr.
 pub fn run_layers(layers: &[Layer], xs: &Tensor) -> Result<Tensor> {
+    // A decoder's high-rate tail runs per time block ([`dec_chain`]).
+    if let Some(i) = dec_chain::suffix_start(layers, dec_chain::chain_ups()) {
+        let xs = run_layers(&layers[..i], xs)?;
+        let t0 = profile_enabled().then(Instant::now);
+        if let Some(ys) = dec_chain::run(&layers[i..], &xs, dec_chain::chain_cols())? {
+            profile_line(t0, i, || format!("dec-chain {} layers", layers.len() - i), &ys);
+            return Ok(ys);
+        }
+        return run_layers_seq(&layers[i..], &xs);
+    }
+    run_layers_seq(layers, xs)
+}
+
+/// [`run_layers`] one layer after the other.
+fn run_layers_seq(layers: &[Layer], xs: &Tensor) -> Result<Tensor> {
     let mut xs = xs.clone();
     let profile = profile_enabled();
     // An ELU whose next layer is a conv on the direct kernel is applied
