@@ -163,7 +163,7 @@ impl Lstm {
     /// Runs the stack over `xs` `[B, C, T]` → `[B, H, T]` from `state`,
     /// updating it.
     pub fn forward(&self, xs: &Tensor, state: &mut LstmState) -> Result<Tensor> {
-        if let Some(ys) = self.forward_cpu(xs, state)? {
+        if let Some(ys) = self.forward_cpu(xs, state, fused::Plan::from_env())? {
             return Ok(ys);
         }
         let (b, _c, t) = xs.dims3()?;
@@ -199,7 +199,12 @@ impl Lstm {
     /// one GEMM for the input projection and the fused recurrence; with two
     /// layers and two threads the second layer runs behind the first in
     /// chunks of steps on a second thread. `None` where it does not apply.
-    fn forward_cpu(&self, xs: &Tensor, state: &mut LstmState) -> Result<Option<Tensor>> {
+    fn forward_cpu(
+        &self,
+        xs: &Tensor,
+        state: &mut LstmState,
+        plan: fused::Plan,
+    ) -> Result<Option<Tensor>> {
         let (b, c, t) = xs.dims3()?;
         let h = self.hidden;
         let cpu: Option<Vec<&fused::CpuLayer>> =
@@ -238,7 +243,7 @@ impl Lstm {
                 .map(|(hh, cc)| (&hh[bi * h..(bi + 1) * h], &mut cc[bi * h..(bi + 1) * h]))
                 .collect();
             let ob = &mut out[bi * t * h..(bi + 1) * t * h];
-            let last = fused::stack(&cpu, h, xb, &mut st, ob);
+            let last = fused::stack(&cpu, h, xb, &mut st, ob, plan);
             // New h per layer: the last row of its output.
             for (l, hl) in last.into_iter().enumerate() {
                 hs[l][bi * h..(bi + 1) * h].copy_from_slice(&hl);
@@ -284,7 +289,23 @@ mod fused {
         /// `b_ih + b_hh` `[4H]`.
         pub bias: Vec<f32>,
         /// `W_hh` as [`pack`] lays it out.
-        pub packed: Vec<f32>,
+        pub packed: Packed,
+    }
+
+    /// A packed `W_hh` whose first float sits on a 64-byte boundary (the
+    /// kernel's 64-byte loads then never straddle two cache lines).
+    #[derive(Debug, Clone)]
+    pub struct Packed {
+        buf: Vec<f32>,
+        off: usize,
+        len: usize,
+    }
+
+    impl Packed {
+        /// The packed weights.
+        pub fn w(&self) -> &[f32] {
+            &self.buf[self.off..self.off + self.len]
+        }
     }
 
     /// Steps per chunk of the two-layer pipeline.
@@ -294,11 +315,39 @@ mod fused {
     /// threads when `par`.
     fn proj(x: &[f32], w: &[f32], bias: &[f32], m: usize, k: usize, y: &mut [f32], par: bool) {
         let n = bias.len();
-        assert!(x.len() >= m * k && w.len() >= k * n && y.len() >= m * n);
-        for row in y.chunks_exact_mut(n).take(m) {
-            row.copy_from_slice(bias);
+        assert!(y.len() >= m * n);
+        // SAFETY: `y` holds m rows of n (asserted) and is borrowed mutably.
+        unsafe { proj_cols(x, w, bias, m, k, y.as_mut_ptr(), 0..n, par) }
+    }
+
+    /// Columns `cols` of [`proj`]: `y[r, cols] = bias[cols] + x[r, :] ·
+    /// w[:, cols]` for rows `r < m`, `y` with rows of `n = bias.len()`.
+    /// Column tiles give the bits of the whole-width GEMM: each output is
+    /// one dot product over `k` in the same blocking (gemm picks its `k`
+    /// blocks from `k` and the caches only).
+    ///
+    /// # Safety
+    /// `y` must point to `m·n` floats whose columns `cols` nothing else
+    /// touches meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn proj_cols(
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        m: usize,
+        k: usize,
+        y: *mut f32,
+        cols: std::ops::Range<usize>,
+        par: bool,
+    ) {
+        let n = bias.len();
+        assert!(x.len() >= m * k && w.len() >= k * n && cols.start <= cols.end && cols.end <= n);
+        let nc = cols.len();
+        for r in 0..m {
+            std::slice::from_raw_parts_mut(y.add(r * n + cols.start), nc)
+                .copy_from_slice(&bias[cols.clone()]);
         }
-        if m == 0 {
+        if m == 0 || nc == 0 {
             return;
         }
         let par = if par && rayon::current_num_threads() > 1 {
@@ -306,29 +355,53 @@ mod fused {
         } else {
             gemm::Parallelism::None
         };
-        // SAFETY: the three matrices are inside their slices (asserted).
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                y.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                1,
-                n as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            );
+        gemm::gemm(
+            m,
+            nc,
+            k,
+            y.add(cols.start),
+            1,
+            n as isize,
+            true,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr().add(cols.start),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+
+    /// How [`stack`] runs: the step kernel and the two-layer schedule.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Plan {
+        pub kernel: Kernel,
+        /// Two layers on two threads (`VOXTOK_LSTM_PIPELINE=0`: off).
+        pub pipeline: bool,
+        /// In the pipeline, layer 0's thread computes part of layer 1's
+        /// input projection (`VOXTOK_LSTM_SHARE=0`: layer 1's thread
+        /// computes all of it, the session-6 schedule).
+        pub share: bool,
+    }
+
+    impl Plan {
+        /// From the environment (read once).
+        pub fn from_env() -> Plan {
+            static P: std::sync::OnceLock<Plan> = std::sync::OnceLock::new();
+            *P.get_or_init(|| {
+                let on = |k: &str| std::env::var(k).map_or(true, |v| v != "0");
+                Plan {
+                    kernel: kernel(),
+                    pipeline: on("VOXTOK_LSTM_PIPELINE"),
+                    share: on("VOXTOK_LSTM_SHARE"),
+                }
+            })
         }
     }
 
@@ -341,14 +414,18 @@ mod fused {
         x: &[f32],
         st: &mut [(&[f32], &mut [f32])],
         out: &mut [f32],
+        plan: Plan,
     ) -> Vec<Vec<f32>> {
         let t = x.len() / h;
         let pipelined = layers.len() == 2
             && t >= 2 * CHUNK
             && rayon::current_num_threads() > 1
-            && pipeline_enabled();
+            && plan.pipeline;
+        if pipelined && plan.share {
+            return pipeline_shared(plan.kernel, layers[0], layers[1], h, x, st, out);
+        }
         if pipelined {
-            return pipeline(layers[0], layers[1], h, x, st, out);
+            return pipeline(plan.kernel, layers[0], layers[1], h, x, st, out);
         }
         let mut seq = x.to_vec();
         let mut pbuf = vec![0f32; t * 4 * h];
@@ -357,7 +434,18 @@ mod fused {
             proj(&seq, &l.w_ih_t, &l.bias, t, h, &mut pbuf, true);
             let mut o = vec![0f32; t * h];
             // SAFETY: `o` holds T rows of H.
-            unsafe { run_raw(&l.packed, h, &pbuf, h0, c, o.as_mut_ptr(), None) };
+            unsafe {
+                run_with(
+                    plan.kernel,
+                    l.packed.w(),
+                    h,
+                    &pbuf,
+                    h0,
+                    c,
+                    o.as_mut_ptr(),
+                    None,
+                )
+            };
             last.push(o[(t - 1) * h..].to_vec());
             seq = o;
         }
@@ -370,6 +458,7 @@ mod fused {
     /// [`CHUNK`] steps and runs layer 1's recurrence on them, waiting only
     /// at chunk boundaries.
     fn pipeline(
+        kern: Kernel,
         l0: &CpuLayer,
         l1: &CpuLayer,
         h: usize,
@@ -408,8 +497,9 @@ mod fused {
                     };
                     // SAFETY: rows t0..t1 of `out` exist.
                     unsafe {
-                        run_raw(
-                            &l1.packed,
+                        run_with(
+                            kern,
+                            l1.packed.w(),
                             h,
                             &p1[..(t1 - t0) * 4 * h],
                             &h_prev,
@@ -423,25 +513,161 @@ mod fused {
                 out[(t - 1) * h..].to_vec()
             });
             // SAFETY: o0 holds T rows; the worker reads only published rows.
-            unsafe { run_raw(&l0.packed, h, &p0, h00, c0, o0p.get(), Some(done)) };
+            unsafe { run_with(kern, l0.packed.w(), h, &p0, h00, c0, o0p.get(), Some(done)) };
             let last0 = o0[(t - 1) * h..].to_vec();
             let last1 = worker.join().expect("LSTM layer-1 thread panicked");
             vec![last0, last1]
         })
     }
 
-    /// False when `VOXTOK_LSTM_PIPELINE=0` (read once; A/B runs).
-    fn pipeline_enabled() -> bool {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *ON.get_or_init(|| std::env::var("VOXTOK_LSTM_PIPELINE").map_or(true, |v| v != "0"))
+    /// Column tiles per chunk of layer 1's input projection in
+    /// [`pipeline_shared`].
+    const TILES: usize = 4;
+
+    /// Two layers as [`pipeline`], with layer 1's input projection cut
+    /// into tasks (a chunk of rows × a tile of [`TILES`] columns) that
+    /// both threads claim in order: after each chunk of its recurrence,
+    /// layer 0's thread runs up to half a chunk's tasks of the finished
+    /// rows; layer 1's thread runs what is left of its next chunk's tasks,
+    /// then that chunk's recurrence; when layer 0 is done its thread takes
+    /// every task left. That moves about half the projection off the
+    /// critical path (layer 1's thread). Same bits as [`pipeline`].
+    fn pipeline_shared(
+        kern: Kernel,
+        l0: &CpuLayer,
+        l1: &CpuLayer,
+        h: usize,
+        x: &[f32],
+        st: &mut [(&[f32], &mut [f32])],
+        out: &mut [f32],
+    ) -> Vec<Vec<f32>> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let t = x.len() / h;
+        let n4 = 4 * h;
+        let mut p0 = vec![0f32; t * n4];
+        proj(x, &l0.w_ih_t, &l0.bias, t, h, &mut p0, true);
+        let mut o0 = vec![0f32; t * h];
+        let mut p1 = vec![0f32; t * n4];
+        let chunks = t.div_ceil(CHUNK);
+        let rows = |j: usize| j * CHUNK..((j + 1) * CHUNK).min(t);
+        let tw = n4.div_ceil(TILES).next_multiple_of(U);
+        let ntasks = chunks * TILES;
+        // Rows of o0 that are final; next unclaimed task; finished tasks per chunk.
+        let done = AtomicUsize::new(0);
+        let next = AtomicUsize::new(0);
+        let finished: Vec<AtomicUsize> = (0..chunks).map(|_| AtomicUsize::new(0)).collect();
+        let (o0p, p1p) = (SendPtr(o0.as_mut_ptr()), SendPtr(p1.as_mut_ptr()));
+        // Claims and runs tasks below `limit`, at most `max` of them. The
+        // caller has seen (Acquire) or written the o0 rows of those tasks.
+        let work = |limit: usize, max: usize| {
+            let mut ran = 0;
+            while ran < max {
+                let id = next.load(Ordering::Relaxed);
+                if id >= limit {
+                    break;
+                }
+                if next
+                    .compare_exchange(id, id + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                let (j, q) = (id / TILES, id % TILES);
+                let r = rows(j);
+                let cols = (q * tw).min(n4)..((q + 1) * tw).min(n4);
+                // SAFETY: rows r of o0 are final and only read now; this task
+                // alone writes rows r × columns `cols` of p1, which nothing
+                // reads before `finished[j]` counts it (Release below).
+                unsafe {
+                    let xr = std::slice::from_raw_parts(o0p.get().add(r.start * h), r.len() * h);
+                    let y = p1p.get().add(r.start * n4);
+                    proj_cols(xr, &l1.w_ih_t, &l1.bias, r.len(), h, y, cols, false);
+                }
+                finished[j].fetch_add(1, Ordering::Release);
+                ran += 1;
+            }
+        };
+        let (s0, s1) = st.split_at_mut(1);
+        let ((h00, c0), (h01, c1)) = (&mut s0[0], &mut s1[0]);
+        std::thread::scope(|scope| {
+            let (work, done, finished) = (&work, &done, &finished);
+            let worker = scope.spawn(move || {
+                for (j, fin) in finished.iter().enumerate() {
+                    let r = rows(j);
+                    while done.load(Ordering::Acquire) < r.end {
+                        std::thread::yield_now();
+                    }
+                    work((j + 1) * TILES, usize::MAX);
+                    while fin.load(Ordering::Acquire) < TILES {
+                        std::thread::yield_now();
+                    }
+                    let h_prev: Vec<f32> = if j == 0 {
+                        h01.to_vec()
+                    } else {
+                        out[(r.start - 1) * h..r.start * h].to_vec()
+                    };
+                    // SAFETY: rows r of p1 are final (Acquire above) and no
+                    // longer written; rows r of `out` are ours.
+                    unsafe {
+                        let pr =
+                            std::slice::from_raw_parts(p1p.get().add(r.start * n4), r.len() * n4);
+                        run_with(
+                            kern,
+                            l1.packed.w(),
+                            h,
+                            pr,
+                            &h_prev,
+                            c1,
+                            out.as_mut_ptr().add(r.start * h),
+                            None,
+                        );
+                    }
+                }
+                out[(t - 1) * h..].to_vec()
+            });
+            for j in 0..chunks {
+                let r = rows(j);
+                // SAFETY: o0 holds T rows; rows < r.start are final and only
+                // read; rows r are written here only.
+                unsafe {
+                    let h_prev: Vec<f32> = if j == 0 {
+                        h00.to_vec()
+                    } else {
+                        std::slice::from_raw_parts(o0p.get().add((r.start - 1) * h), h).to_vec()
+                    };
+                    let pr = &p0[r.start * n4..r.end * n4];
+                    run_with(
+                        kern,
+                        l0.packed.w(),
+                        h,
+                        pr,
+                        &h_prev,
+                        c0,
+                        o0p.get().add(r.start * h),
+                        None,
+                    );
+                }
+                done.store(r.end, Ordering::Release);
+                work((j + 1) * TILES, TILES / 2);
+            }
+            work(ntasks, usize::MAX);
+            // SAFETY: every row of o0 is final.
+            let last0 =
+                unsafe { std::slice::from_raw_parts(o0p.get().add((t - 1) * h), h).to_vec() };
+            let last1 = worker.join().expect("LSTM layer-1 thread panicked");
+            vec![last0, last1]
+        })
     }
 
     /// `W_hh` `[4H, H]` (gate order i, f, g, o) → `[H/U blocks][H][4][U]`,
-    /// zero lanes past `H`.
-    pub fn pack(w_hh: &[f32], h: usize) -> Vec<f32> {
+    /// zero lanes past `H`, 64-byte aligned.
+    pub fn pack(w_hh: &[f32], h: usize) -> Packed {
         assert_eq!(w_hh.len(), 4 * h * h);
         let nb = h.div_ceil(U);
-        let mut out = vec![0f32; nb * h * 4 * U];
+        let len = nb * h * 4 * U;
+        let mut buf = vec![0f32; len + U];
+        let off = buf.as_ptr().align_offset(64).min(U);
+        let out = &mut buf[off..off + len];
         for g in 0..4 {
             for u in 0..h {
                 let (b, l) = (u / U, u % U);
@@ -451,7 +677,7 @@ mod fused {
                 }
             }
         }
-        out
+        Packed { buf, off, len }
     }
 
     #[inline(always)]
@@ -539,34 +765,181 @@ mod fused {
         blocks(w, h, proj, h_prev, c, h_out, b0, b1)
     }
 
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Isa {
+    /// The step kernel [`run_with`] uses.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub enum Kernel {
+        /// Explicit AVX-512 (the default where available): one zmm per
+        /// gate, 64-byte aligned loads, epilogue in zmm with masked tails.
+        Zmm,
+        /// The autovectorised [`blocks`] compiled for AVX-512.
         Avx512,
+        /// The autovectorised [`blocks`] compiled for AVX2 + FMA.
         Avx2,
+        /// Plain Rust.
         Plain,
     }
 
-    fn isa() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
+    impl Kernel {
+        /// The kernels this CPU can run (tests compare them).
+        #[cfg(test)]
+        pub fn available() -> Vec<Kernel> {
+            let mut v = vec![Kernel::Plain];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    v.push(Kernel::Avx2);
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    v.extend([Kernel::Avx512, Kernel::Zmm]);
+                }
             }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return Isa::Avx2;
-            }
+            v
         }
-        Isa::Plain
     }
 
-    /// One sequence on this thread: `proj` `[T, 4H]` (input projection
-    /// plus both biases), state `h0`, `c` `[H]` (c updated in place) →
-    /// `out` `[T, H]`; with `done`, the count of finished rows is published
-    /// (Release) after each step.
+    /// The best kernel for this CPU; `VOXTOK_LSTM_KERNEL=old` picks the
+    /// autovectorised one (A/B runs). Read once.
+    pub fn kernel() -> Kernel {
+        static K: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *K.get_or_init(|| {
+            let old = std::env::var("VOXTOK_LSTM_KERNEL").is_ok_and(|v| v == "old");
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::is_x86_feature_detected!("avx512f") {
+                    return if old { Kernel::Avx512 } else { Kernel::Zmm };
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    return Kernel::Avx2;
+                }
+            }
+            let _ = old;
+            Kernel::Plain
+        })
+    }
+
+    /// The explicit AVX-512 step: the same operations in the same order
+    /// as [`blocks`] (per accumulator lane one FMA per `k`, ascending; the
+    /// epilogue's adds, multiplies and divides as [`exp_f32`], [`sigmoid`]
+    /// and [`tanh`] spell them, no contraction), so the same bits.
+    #[cfg(target_arch = "x86_64")]
+    mod zmm {
+        use super::U;
+        use std::arch::x86_64::*;
+
+        /// [`exp_f32`](crate::whisper::fastmath::exp_f32) on 16 lanes.
+        #[inline(always)]
+        unsafe fn exp(x: __m512) -> __m512 {
+            const MAGIC: f32 = 12_582_912.0;
+            let c = |v: f32| _mm512_set1_ps(v);
+            // `clamp`: the NaN-propagating operand order of max/min.
+            let x = _mm512_min_ps(c(88.7), _mm512_max_ps(c(-87.3), x));
+            let t = _mm512_add_ps(_mm512_mul_ps(x, c(std::f32::consts::LOG2_E)), c(MAGIC));
+            let k = _mm512_sub_ps(t, c(MAGIC));
+            let n = _mm512_sub_epi32(
+                _mm512_castps_si512(t),
+                _mm512_set1_epi32(MAGIC.to_bits() as i32),
+            );
+            let r = _mm512_sub_ps(
+                _mm512_sub_ps(x, _mm512_mul_ps(k, c(0.693_145_75))),
+                _mm512_mul_ps(k, c(1.428_606_8e-6)),
+            );
+            let mut p = _mm512_mul_ps(r, c(0.001_388_889));
+            for a in [0.008_333_334, 0.041_666_668, 0.166_666_67, 0.5, 1.0] {
+                p = _mm512_mul_ps(r, _mm512_add_ps(c(a), p));
+            }
+            p = _mm512_add_ps(c(1.0), p);
+            let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(n, _mm512_set1_epi32(127)));
+            _mm512_mul_ps(p, _mm512_castsi512_ps(bits))
+        }
+
+        #[inline(always)]
+        unsafe fn sigmoid(x: __m512) -> __m512 {
+            let one = _mm512_set1_ps(1.0);
+            _mm512_div_ps(
+                one,
+                _mm512_add_ps(one, exp(_mm512_sub_ps(_mm512_setzero_ps(), x))),
+            )
+        }
+
+        #[inline(always)]
+        unsafe fn tanh(x: __m512) -> __m512 {
+            let one = _mm512_set1_ps(1.0);
+            let e = exp(_mm512_mul_ps(_mm512_set1_ps(2.0), x));
+            _mm512_sub_ps(
+                one,
+                _mm512_div_ps(_mm512_set1_ps(2.0), _mm512_add_ps(e, one)),
+            )
+        }
+
+        /// One step over all blocks: `w` packed (64-byte aligned), `proj`
+        /// `[4H]`, `h_prev` `[H]`, `c` `[H]` updated, `h_out` `[H]` written.
+        ///
+        /// # Safety
+        /// AVX-512F; `w` holds `ceil(H/U)·H·4·U` floats; the pointers hold
+        /// `H` floats each; `h_out` overlaps none of the others.
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn step(
+            w: &[f32],
+            h: usize,
+            proj: &[f32],
+            h_prev: *const f32,
+            c: *mut f32,
+            h_out: *mut f32,
+        ) {
+            let nb = h.div_ceil(U);
+            debug_assert!(w.len() == nb * h * 4 * U && proj.len() == 4 * h);
+            let aligned = (w.as_ptr() as usize).is_multiple_of(64);
+            let pr = proj.as_ptr();
+            for b in 0..nb {
+                let mut wp = w.as_ptr().add(b * h * 4 * U);
+                let mut acc = [_mm512_setzero_ps(); 4];
+                if aligned {
+                    for k in 0..h {
+                        let hk = _mm512_set1_ps(*h_prev.add(k));
+                        for (g, a) in acc.iter_mut().enumerate() {
+                            *a = _mm512_fmadd_ps(_mm512_load_ps(wp.add(g * U)), hk, *a);
+                        }
+                        wp = wp.add(4 * U);
+                    }
+                } else {
+                    for k in 0..h {
+                        let hk = _mm512_set1_ps(*h_prev.add(k));
+                        for (g, a) in acc.iter_mut().enumerate() {
+                            *a = _mm512_fmadd_ps(_mm512_loadu_ps(wp.add(g * U)), hk, *a);
+                        }
+                        wp = wp.add(4 * U);
+                    }
+                }
+                let u0 = b * U;
+                let n = U.min(h - u0);
+                let m: __mmask16 = if n == U {
+                    0xffff
+                } else {
+                    ((1u32 << n) - 1) as u16
+                };
+                let ld = |p: *const f32| _mm512_maskz_loadu_ps(m, p);
+                let i = sigmoid(_mm512_add_ps(acc[0], ld(pr.add(u0))));
+                let f = sigmoid(_mm512_add_ps(acc[1], ld(pr.add(h + u0))));
+                let g = tanh(_mm512_add_ps(acc[2], ld(pr.add(2 * h + u0))));
+                let o = sigmoid(_mm512_add_ps(acc[3], ld(pr.add(3 * h + u0))));
+                let cu = _mm512_add_ps(_mm512_mul_ps(f, ld(c.add(u0))), _mm512_mul_ps(i, g));
+                _mm512_mask_storeu_ps(c.add(u0), m, cu);
+                _mm512_mask_storeu_ps(h_out.add(u0), m, _mm512_mul_ps(o, tanh(cu)));
+            }
+        }
+    }
+
+    /// One sequence on this thread with kernel `kern`: `proj` `[T, 4H]`
+    /// (input projection plus both biases), state `h0`, `c` `[H]` (c
+    /// updated in place) → `out` `[T, H]`; with `done`, the count of
+    /// finished rows is published (Release) after each step.
     ///
     /// # Safety
-    /// `out` must point to `T·H` floats that nothing else writes meanwhile.
-    pub unsafe fn run_raw(
+    /// `out` must point to `T·H` floats that nothing else writes meanwhile;
+    /// `kern` must run on this CPU (as [`kernel`] or `Kernel::available`).
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run_with(
+        kern: Kernel,
         w: &[f32],
         h: usize,
         proj: &[f32],
@@ -579,7 +952,6 @@ mod fused {
         assert!(proj.len() == t_len * 4 * h);
         assert!(h0.len() == h && c.len() == h && w.len() == h.div_ceil(U) * h * 4 * U);
         let nb = h.div_ceil(U);
-        let isa = isa();
         let cp = c.as_mut_ptr();
         for t in 0..t_len {
             let p = &proj[t * 4 * h..(t + 1) * 4 * h];
@@ -590,11 +962,13 @@ mod fused {
                 std::slice::from_raw_parts(out.add((t - 1) * h), h)
             };
             let ho = out.add(t * h);
-            match isa {
+            match kern {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => blocks_avx512(w, h, p, h_prev, cp, ho, 0, nb),
+                Kernel::Zmm => zmm::step(w, h, p, h_prev.as_ptr(), cp, ho),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => blocks_avx2(w, h, p, h_prev, cp, ho, 0, nb),
+                Kernel::Avx512 => blocks_avx512(w, h, p, h_prev, cp, ho, 0, nb),
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx2 => blocks_avx2(w, h, p, h_prev, cp, ho, 0, nb),
                 _ => blocks(w, h, p, h_prev, cp, ho, 0, nb),
             }
             if let Some(d) = done {
@@ -734,6 +1108,170 @@ mod tests {
                         .map(|(a, b)| (a - b).abs())
                         .fold(0f32, f32::max);
                     assert!(err < 2e-5, "{name} h={h} b={b} t={t}: max abs err {err}");
+                }
+            }
+        }
+    }
+
+    /// Deterministic values in `[-scale, scale)` (an LCG).
+    fn lcg(seed: &mut u64, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    /// Every step kernel this CPU runs (the explicit AVX-512 one, the
+    /// autovectorised AVX-512/AVX2 ones, plain Rust) gives the same bits
+    /// for `out` and `c`: hidden sizes on and off the 16-unit blocks,
+    /// aligned and misaligned packed weights, gates driven into the
+    /// saturated range (|x| up to ~100) so `exp`'s clamps are exercised.
+    #[test]
+    fn lstm_kernels_bit_identical() {
+        use fused::{run_with, Kernel};
+        let kernels = Kernel::available();
+        let mut seed = 11u64;
+        for (h, t) in [
+            (1usize, 3usize),
+            (3, 5),
+            (15, 4),
+            (16, 7),
+            (17, 6),
+            (33, 5),
+            (64, 9),
+            (100, 4),
+            (144, 3),
+            (200, 2),
+        ] {
+            for wscale in [2.0 / (h as f32).sqrt(), 40.0 / (h as f32).sqrt()] {
+                let w_hh = lcg(&mut seed, 4 * h * h, wscale);
+                let packed = fused::pack(&w_hh, h);
+                // The same floats one float off the 64-byte boundary.
+                let mut mis = vec![0f32; packed.w().len() + 1];
+                mis[1..].copy_from_slice(packed.w());
+                let proj = lcg(&mut seed, t * 4 * h, 3.0 * wscale * (h as f32).sqrt());
+                let h0 = lcg(&mut seed, h, 1.0);
+                let c0 = lcg(&mut seed, h, 2.0);
+                let mut want: Option<(Vec<u32>, Vec<u32>)> = None;
+                for &k in &kernels {
+                    for w in [packed.w(), &mis[1..]] {
+                        let (mut c, mut out) = (c0.clone(), vec![0f32; t * h]);
+                        // SAFETY: `out` holds T rows of H; `k` runs here.
+                        unsafe { run_with(k, w, h, &proj, &h0, &mut c, out.as_mut_ptr(), None) };
+                        let got = (
+                            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            c.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        );
+                        assert!(got.0.iter().all(|&b| f32::from_bits(b).is_finite()));
+                        match &want {
+                            None => want = Some(got),
+                            Some(w) => assert!(*w == got, "kernel {k:?} h={h} t={t}: bits differ"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole stack gives the same bits under every step kernel and
+    /// both pipeline schedules (shared projection, and the session-6 one
+    /// where layer 1's thread projects alone); layers one after the other
+    /// likewise across kernels (the pipeline's 32-row projection GEMMs
+    /// need not give the bits of one T-row GEMM: tolerance only, in
+    /// `fused_lstm_equals_reference`). Batch 2, state carried over calls,
+    /// lengths around the pipeline's chunks (a partial last chunk, exactly
+    /// two chunks, T below it).
+    #[test]
+    fn lstm_plans_bit_identical() {
+        use fused::{Kernel, Plan};
+        let dev = Device::Cpu;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let mut plans = Vec::new();
+        for kernel in Kernel::available() {
+            for (pipeline, share) in [(true, true), (true, false), (false, false)] {
+                plans.push(Plan {
+                    kernel,
+                    pipeline,
+                    share,
+                });
+            }
+        }
+        let mut seed = 5u64;
+        for (h, layers, ts) in [
+            (20usize, 2usize, vec![70usize, 1, 64]),
+            (40, 2, vec![101, 130]),
+            (3, 2, vec![65, 63]),
+            (144, 2, vec![97]),
+            (24, 1, vec![70]),
+        ] {
+            let b = 2;
+            let scale = 2.0 / (h as f32).sqrt();
+            let mut map = std::collections::HashMap::new();
+            for l in 0..layers {
+                for (name, n) in [
+                    ("weight_ih", 4 * h * h),
+                    ("weight_hh", 4 * h * h),
+                    ("bias_ih", 4 * h),
+                    ("bias_hh", 4 * h),
+                ] {
+                    let v = lcg(&mut seed, n, if n > 4 * h { scale } else { 0.5 });
+                    let shape = if n > 4 * h {
+                        vec![4 * h, h]
+                    } else {
+                        vec![4 * h]
+                    };
+                    map.insert(
+                        format!("{name}_l{l}"),
+                        Tensor::from_vec(v, shape, &dev).unwrap(),
+                    );
+                }
+            }
+            let vb = VarBuilder::from_tensors(map, DType::F32, &dev);
+            let m = Lstm::load(&vb, h, layers).unwrap();
+            let mut states: Vec<LstmState> = plans
+                .iter()
+                .map(|_| m.zero_state(b, DType::F32, &dev).unwrap())
+                .collect();
+            for &t in &ts {
+                let x = lcg(&mut seed, b * h * t, 1.5);
+                let xs = Tensor::from_slice(&x, (b, h, t), &dev).unwrap();
+                let mut want: [Option<Vec<u32>>; 2] = [None, None];
+                for (plan, st) in plans.iter().zip(states.iter_mut()) {
+                    let got = pool
+                        .install(|| m.forward_cpu(&xs, st, *plan))
+                        .unwrap()
+                        .unwrap();
+                    let mut bits: Vec<u32> = got
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect();
+                    for (hh, cc) in st.iter() {
+                        for v in [hh, cc] {
+                            bits.extend(
+                                v.flatten_all()
+                                    .unwrap()
+                                    .to_vec1::<f32>()
+                                    .unwrap()
+                                    .iter()
+                                    .map(|v| v.to_bits()),
+                            );
+                        }
+                    }
+                    match &want[plan.pipeline as usize] {
+                        None => want[plan.pipeline as usize] = Some(bits),
+                        Some(w) => assert!(*w == bits, "{plan:?} h={h} t={t}: bits differ"),
+                    }
                 }
             }
         }
