@@ -388,6 +388,10 @@ mod fused {
         /// input projection (`VOXTOK_LSTM_SHARE=0`: layer 1's thread
         /// computes all of it, the session-6 schedule).
         pub share: bool,
+        /// With `share`, layer 1's thread parks while it waits (after a
+        /// short spin) instead of spinning on `yield_now`
+        /// (`VOXTOK_LSTM_PARK=0`: spin).
+        pub park: bool,
     }
 
     impl Plan {
@@ -400,6 +404,7 @@ mod fused {
                     kernel: kernel(),
                     pipeline: on("VOXTOK_LSTM_PIPELINE"),
                     share: on("VOXTOK_LSTM_SHARE"),
+                    park: on("VOXTOK_LSTM_PARK"),
                 }
             })
         }
@@ -422,7 +427,7 @@ mod fused {
             && rayon::current_num_threads() > 1
             && plan.pipeline;
         if pipelined && plan.share {
-            return pipeline_shared(plan.kernel, layers[0], layers[1], h, x, st, out);
+            return pipeline_shared(plan.kernel, plan.park, layers[0], layers[1], h, x, st, out);
         }
         if pipelined {
             return pipeline(plan.kernel, layers[0], layers[1], h, x, st, out);
@@ -520,6 +525,29 @@ mod fused {
         })
     }
 
+    /// Waits until `cond()`: with `park`, spins briefly and then parks
+    /// (the other thread unparks this one after each chunk and task it
+    /// publishes; a 1 ms timeout backs that up), else spins on
+    /// `yield_now`. Parking spends no CPU while layer 0 is behind, which
+    /// matters on a loaded machine where the process gets a fixed share.
+    fn wait_until(park: bool, cond: impl Fn() -> bool) {
+        if !park {
+            while !cond() {
+                std::thread::yield_now();
+            }
+            return;
+        }
+        for _ in 0..2000 {
+            if cond() {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        while !cond() {
+            std::thread::park_timeout(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Column tiles per chunk of layer 1's input projection in
     /// [`pipeline_shared`].
     const TILES: usize = 4;
@@ -532,8 +560,10 @@ mod fused {
     /// then that chunk's recurrence; when layer 0 is done its thread takes
     /// every task left. That moves about half the projection off the
     /// critical path (layer 1's thread). Same bits as [`pipeline`].
+    #[allow(clippy::too_many_arguments)]
     fn pipeline_shared(
         kern: Kernel,
+        park: bool,
         l0: &CpuLayer,
         l1: &CpuLayer,
         h: usize,
@@ -559,7 +589,7 @@ mod fused {
         let (o0p, p1p) = (SendPtr(o0.as_mut_ptr()), SendPtr(p1.as_mut_ptr()));
         // Claims and runs tasks below `limit`, at most `max` of them. The
         // caller has seen (Acquire) or written the o0 rows of those tasks.
-        let work = |limit: usize, max: usize| {
+        let work = |limit: usize, max: usize| -> usize {
             let mut ran = 0;
             while ran < max {
                 let id = next.load(Ordering::Relaxed);
@@ -586,6 +616,7 @@ mod fused {
                 finished[j].fetch_add(1, Ordering::Release);
                 ran += 1;
             }
+            ran
         };
         let (s0, s1) = st.split_at_mut(1);
         let ((h00, c0), (h01, c1)) = (&mut s0[0], &mut s1[0]);
@@ -594,13 +625,9 @@ mod fused {
             let worker = scope.spawn(move || {
                 for (j, fin) in finished.iter().enumerate() {
                     let r = rows(j);
-                    while done.load(Ordering::Acquire) < r.end {
-                        std::thread::yield_now();
-                    }
+                    wait_until(park, || done.load(Ordering::Acquire) >= r.end);
                     work((j + 1) * TILES, usize::MAX);
-                    while fin.load(Ordering::Acquire) < TILES {
-                        std::thread::yield_now();
-                    }
+                    wait_until(park, || fin.load(Ordering::Acquire) >= TILES);
                     let h_prev: Vec<f32> = if j == 0 {
                         h01.to_vec()
                     } else {
@@ -625,6 +652,7 @@ mod fused {
                 }
                 out[(t - 1) * h..].to_vec()
             });
+            let waker = worker.thread().clone();
             for j in 0..chunks {
                 let r = rows(j);
                 // SAFETY: o0 holds T rows; rows < r.start are final and only
@@ -648,9 +676,13 @@ mod fused {
                     );
                 }
                 done.store(r.end, Ordering::Release);
+                waker.unpark();
                 work((j + 1) * TILES, TILES / 2);
+                waker.unpark();
             }
-            work(ntasks, usize::MAX);
+            while work(ntasks, 1) > 0 {
+                waker.unpark();
+            }
             // SAFETY: every row of o0 is final.
             let last0 =
                 unsafe { std::slice::from_raw_parts(o0p.get().add((t - 1) * h), h).to_vec() };
@@ -1195,11 +1227,17 @@ mod tests {
             .unwrap();
         let mut plans = Vec::new();
         for kernel in Kernel::available() {
-            for (pipeline, share) in [(true, true), (true, false), (false, false)] {
+            for (pipeline, share, park) in [
+                (true, true, true),
+                (true, true, false),
+                (true, false, false),
+                (false, false, false),
+            ] {
                 plans.push(Plan {
                     kernel,
                     pipeline,
                     share,
+                    park,
                 });
             }
         }
