@@ -1582,12 +1582,15 @@ impl Mimi {
         // which gives the same frames (every conv is causal; the direct conv
         // kernel's results do not depend on the chunking) while each layer's
         // activations stay a few MB instead of tens of fresh MB per layer.
+        // Where the time-blocked front runs (see `pieced_encode_enabled`),
+        // the whole-signal layers take it instead.
         let piece = SEANET_PIECE.max(self.cfg.hop_length());
         if b == 1
             && t > piece
             && self.cfg.use_causal_conv
             && xs.device().is_cpu()
             && xs.dtype() == DType::F32
+            && pieced_encode_enabled()
         {
             let mut st = StackState::new(&self.encoder);
             let mut outs = Vec::new();
@@ -1789,6 +1792,22 @@ struct Stages {
 fn pieced_decode_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("VOXTOK_MIMI_PIECED_DECODE").map_or(true, |v| v != "0"))
+}
+
+/// Whole-file encode runs the SEANet encoder in pieces when
+/// `VOXTOK_MIMI_PIECED_ENCODE=1`, or by default where the encoder's
+/// time-blocked front ([`super::seanet::enc_chain_enabled`]) is off; never
+/// with `=0` (read once).
+fn pieced_encode_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let v = std::env::var("VOXTOK_MIMI_PIECED_ENCODE");
+        match v.as_deref() {
+            Ok("0") => false,
+            Ok("1") => true,
+            _ => !super::seanet::enc_chain_enabled(),
+        }
+    })
 }
 
 fn profile_enabled() -> bool {

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 mod dec_chain;
 pub use dec_chain::enabled as dec_chain_enabled;
+mod enc_chain;
+pub use enc_chain::enabled as enc_chain_enabled;
 
 /// Padding mode of the convs (`pad_mode` in the HF configs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1042,14 +1044,15 @@ pub fn run_layers(layers: &[Layer], xs: &Tensor) -> Result<Tensor> {
 
 /// [`run_layers`] one layer after the other.
 fn run_layers_seq(layers: &[Layer], xs: &Tensor) -> Result<Tensor> {
-    let mut xs = xs.clone();
+    // An encoder's high-rate front runs per time block ([`enc_chain`]).
+    let (mut xs, start) = enc_chain::run_prefix(layers, xs)?.unwrap_or_else(|| (xs.clone(), 0));
     let profile = profile_enabled();
     // An ELU whose next layer is a conv on the direct kernel is applied
     // while that conv pads its input.
     let mut elu_pending = false;
     // An ELU right after a fused residual block ran in its stores.
     let mut elu_done = false;
-    for (i, l) in layers.iter().enumerate() {
+    for (i, l) in layers.iter().enumerate().skip(start) {
         let t0 = profile.then(Instant::now);
         if elu_done {
             elu_done = false;
