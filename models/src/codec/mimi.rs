@@ -1788,10 +1788,19 @@ struct Stages {
     parts: Vec<(&'static str, f64)>,
 }
 
-/// False when `VOXTOK_MIMI_PIECED_DECODE=0` (read once).
+/// Whole-file decode runs the SEANet decoder in pieces when
+/// `VOXTOK_MIMI_PIECED_DECODE=1`, or by default where the decoder's
+/// time-blocked tail ([`super::seanet::dec_chain_enabled`]) is off; never with
+/// `=0` (read once).
 fn pieced_decode_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("VOXTOK_MIMI_PIECED_DECODE").map_or(true, |v| v != "0"))
+    *ON.get_or_init(
+        || match std::env::var("VOXTOK_MIMI_PIECED_DECODE").as_deref() {
+            Ok("0") => false,
+            Ok("1") => true,
+            _ => !super::seanet::dec_chain_enabled(),
+        },
+    )
 }
 
 /// Whole-file encode runs the SEANet encoder in pieces when

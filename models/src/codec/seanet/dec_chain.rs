@@ -16,6 +16,8 @@ use super::{epilogue_avx2, fuse_enabled, ConvT, Direct, Layer, PadMode, SMALL_M}
 use crate::runtime::SendPtr;
 use candle_core::{DType, Result, Tensor};
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 /// A transposed conv as its polyphase stride-1 direct conv (`s·out` rows,
 /// `m = ceil(k/s)` taps over the input zero-padded by `m − 1`) plus the
@@ -29,8 +31,6 @@ struct Up<'a> {
     k: usize,
     tl: usize,
     tr: usize,
-    /// False where `run_layers` runs this layer on the GEMM path.
-    same_bits: bool,
 }
 
 /// Padding of a stride-1 conv: `left` of its `span = k_eff − 1` columns on
@@ -130,9 +130,9 @@ impl Up<'_> {
 
 /// The polyphase direct conv of `ct` (`[in, out, k]`, groups 1): the one
 /// built at load (from 128 input channels), else built here.
-fn poly_of(ct: &ConvT) -> Result<Option<(Cow<'_, Direct>, bool)>> {
+fn poly_of(ct: &ConvT) -> Result<Option<Cow<'_, Direct>>> {
     if let Some(d) = &ct.poly {
-        return Ok(Some((Cow::Borrowed(d), true)));
+        return Ok(Some(Cow::Borrowed(d)));
     }
     let Some((_, b)) = &ct.taps else {
         return Ok(None);
@@ -163,7 +163,7 @@ fn poly_of(ct: &ConvT) -> Result<Option<(Cow<'_, Direct>, bool)>> {
         1,
         1,
     )?;
-    Ok(d.map(|d| (Cow::Owned(d), false)))
+    Ok(d.map(Cow::Owned))
 }
 
 /// The stages of `layers` (a suffix starting at a transposed conv), or
@@ -179,7 +179,7 @@ fn stages(layers: &[Layer]) -> Result<Option<Vec<Stage<'_>>>> {
                 if ct.norm.is_some() || ct.groups != 1 || k < ct.stride {
                     return Ok(None);
                 }
-                let Some((d, same_bits)) = poly_of(ct)? else {
+                let Some(d) = poly_of(ct)? else {
                     return Ok(None);
                 };
                 out.push(Stage::Up(Up {
@@ -191,7 +191,6 @@ fn stages(layers: &[Layer]) -> Result<Option<Vec<Stage<'_>>>> {
                     k,
                     tl: ct.trim_left,
                     tr: ct.trim_right,
-                    same_bits,
                 }));
             }
             Layer::Res(r) if !last => {
@@ -270,6 +269,9 @@ pub(super) fn suffix_start(layers: &[Layer], ups: usize) -> Option<usize> {
     let Some(Layer::Conv(c)) = layers.last() else {
         return None;
     };
+    if ups == 0 {
+        return None;
+    }
     if c.stride != 1 || c.direct.is_none() || c.norm.is_some() {
         return None;
     }
@@ -277,6 +279,10 @@ pub(super) fn suffix_start(layers: &[Layer], ups: usize) -> Option<usize> {
     let mut seen = 0;
     for i in (0..layers.len() - 1).rev() {
         match &layers[i] {
+            // Measured: a wide transposed conv is slower in the chain (its
+            // polyphase weights, streamed again for every block's few
+            // columns, do not fit in L2).
+            Layer::ConvT(ct) if poly_bytes(ct) > chain_wmax() => break,
             Layer::ConvT(_) => {
                 start = Some(i);
                 seen += 1;
@@ -292,7 +298,26 @@ pub(super) fn suffix_start(layers: &[Layer], ups: usize) -> Option<usize> {
     start
 }
 
-/// Output columns per block (`VOXTOK_SEANET_DEC_CHAIN_COLS`, default 2048).
+/// Bytes of `ct`'s polyphase weights (`s·out × in × ceil(k/s)` floats).
+fn poly_bytes(ct: &ConvT) -> usize {
+    let (cin, cout, k) = ct.weight.dims3().unwrap_or_default();
+    4 * ct.stride * cout * cin * k.div_ceil(ct.stride.max(1))
+}
+
+/// Largest polyphase weight of a transposed conv in the chain
+/// (`VOXTOK_SEANET_DEC_CHAIN_WMAX` bytes, default 512 KiB: EnCodec's
+/// 128 -> 64 and 64 -> 32, Mimi's 128 -> 64).
+fn chain_wmax() -> usize {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("VOXTOK_SEANET_DEC_CHAIN_WMAX")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(512 << 10)
+    })
+}
+
+/// Output columns per block (`VOXTOK_SEANET_DEC_CHAIN_COLS`, default 1024).
 pub(super) fn chain_cols() -> usize {
     static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *V.get_or_init(|| {
@@ -300,12 +325,12 @@ pub(super) fn chain_cols() -> usize {
             .ok()
             .and_then(|v| v.parse().ok())
             .filter(|&v| v > 0)
-            .unwrap_or(2048)
+            .unwrap_or(1024)
     })
 }
 
-/// Transposed convs in the chain (`VOXTOK_SEANET_DEC_CHAIN_UPS`, default
-/// 3), 0 when `VOXTOK_SEANET_DEC_CHAIN=0` or `VOXTOK_SEANET_FUSE=0`.
+/// Most transposed convs in the chain (`VOXTOK_SEANET_DEC_CHAIN_UPS`,
+/// default 8: as many as [`chain_wmax`] admits), 0 when `VOXTOK_SEANET_DEC_CHAIN=0` or `VOXTOK_SEANET_FUSE=0`.
 pub(super) fn chain_ups() -> usize {
     static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *V.get_or_init(|| {
@@ -313,7 +338,7 @@ pub(super) fn chain_ups() -> usize {
         let ups = std::env::var("VOXTOK_SEANET_DEC_CHAIN_UPS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(3);
+            .unwrap_or(8);
         if on && fuse_enabled() {
             ups
         } else {
@@ -393,6 +418,9 @@ pub(super) fn run(layers: &[Layer], xs: &Tensor, cols: usize) -> Result<Option<T
     let cols = cols.clamp(1, tn);
     let nblk = tn.div_ceil(cols);
     let yp = SendPtr(y.as_mut_ptr());
+    // Per-stage thread time with `VOXTOK_CODEC_PROFILE=1`.
+    let times: Option<Vec<AtomicU64>> =
+        super::profile_enabled().then(|| st.iter().map(|_| AtomicU64::new(0)).collect());
     let done = super::conv_cpu::with_f32(&xs, |x| {
         use rayon::prelude::*;
         let go = |sc: &mut Scratch, i: usize| {
@@ -423,6 +451,7 @@ pub(super) fn run(layers: &[Layer], xs: &Tensor, cols: usize) -> Result<Option<T
             for (j, s) in st.iter().enumerate() {
                 let (oa, ob) = ranges[j + 1];
                 let w = ob - oa;
+                let _timer = Timer::start(&times, j);
                 if let Stage::Last(l) = s {
                     // SAFETY: blocks write disjoint columns of `y`.
                     unsafe {
@@ -464,7 +493,35 @@ pub(super) fn run(layers: &[Layer], xs: &Tensor, cols: usize) -> Result<Option<T
     if done.is_none() {
         return Ok(None);
     }
+    if let Some(times) = &times {
+        for (j, (s, ns)) in st.iter().zip(times).enumerate() {
+            let what = match s {
+                Stage::Up(u) => format!("convT {}->{} /{}", u.cin, u.cout, u.s),
+                Stage::Res(r) => format!("res {}", r.c),
+                Stage::Last(l) => format!("conv {}->{}", l.cin, l.cout),
+            };
+            let ms = ns.load(Ordering::Relaxed) as f64 * 1e-6;
+            eprintln!("codec-profile    dec-chain stage {j} {what:<20} {ms:>8.3} ms (thread time)");
+        }
+    }
     Ok(Some(Tensor::from_vec(y, (b, cn, tn), xs.device())?))
+}
+
+/// Adds the time until drop to `times[j]` (when profiling).
+struct Timer<'a>(Option<(&'a AtomicU64, Instant)>);
+
+impl<'a> Timer<'a> {
+    fn start(times: &'a Option<Vec<AtomicU64>>, j: usize) -> Self {
+        Self(times.as_ref().map(|t| (&t[j], Instant::now())))
+    }
+}
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        if let Some((t, t0)) = self.0 {
+            t.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Input index read by padded column `p` (`p` may be out of `0..t`), or
@@ -616,10 +673,18 @@ unsafe fn last(
 /// True when every layer of the chain gives `run_layers`' bits (no
 /// transposed conv below 128 input channels); `None` when `layers` is not
 /// a chain.
-pub(super) fn same_bits(layers: &[Layer]) -> Result<Option<bool>> {
+#[cfg(test)]
+fn same_bits(layers: &[Layer]) -> Result<Option<bool>> {
     Ok(stages(layers)?.map(|st| {
-        st.iter()
-            .all(|s| !matches!(s, Stage::Up(u) if !u.same_bits))
+        st.iter().all(|s| {
+            !matches!(
+                s,
+                Stage::Up(Up {
+                    d: Cow::Owned(_),
+                    ..
+                })
+            )
+        })
     }))
 }
 
@@ -806,7 +871,25 @@ mod tests {
         ));
         assert_eq!(suffix_start(&layers, 3), Some(2));
         assert_eq!(suffix_start(&layers, 1), Some(5));
+        assert_eq!(suffix_start(&layers, 0), None);
         assert_eq!(suffix_start(&layers[..layers.len() - 1], 3), None);
+        // A transposed conv with polyphase weights over the budget ends the chain.
+        let wide = tail(
+            &[(512, 128, 6, 12), (128, 8, 2, 4)],
+            true,
+            PadMode::Constant,
+            false,
+            false,
+            1,
+            3,
+        );
+        assert!(
+            poly_bytes(match &wide[0] {
+                Layer::ConvT(c) => c,
+                _ => unreachable!(),
+            }) > chain_wmax()
+        );
+        assert_eq!(suffix_start(&wide, 8), Some(3));
         let x = Tensor::randn(0f32, 1.0, (1, 8, 50), &dev).unwrap();
         let want = run_layers_seq(&layers, &x).unwrap();
         let got = run_layers(&layers, &x).unwrap();
