@@ -12,7 +12,8 @@
 //! encoding.
 
 use super::seanet::{
-    run_layers, step_conv, Conv, ConvState, ConvT, Layer, PadMode, ResBlock, StackState,
+    enc_chain_front, run_layers, step_conv, Conv, ConvState, ConvT, Layer, PadMode, ResBlock,
+    StackState,
 };
 use super::{AudioTokenizer, CodecError, Codes, Result, TokenizerInfo};
 use crate::runtime::{dot, Device, Linear, ModelDir};
@@ -1582,23 +1583,37 @@ impl Mimi {
         // which gives the same frames (every conv is causal; the direct conv
         // kernel's results do not depend on the chunking) while each layer's
         // activations stay a few MB instead of tens of fresh MB per layer.
-        // Where the time-blocked front runs (see `pieced_encode_enabled`),
-        // the whole-signal layers take it instead.
+        // By default the high-rate front runs time-blocked over the whole
+        // signal first (same bits as layer by layer) and only the rest goes
+        // through the stack in pieces (see `pieced_encode`).
         let piece = SEANET_PIECE.max(self.cfg.hop_length());
+        let mode = pieced_encode();
         if b == 1
             && t > piece
             && self.cfg.use_causal_conv
             && xs.device().is_cpu()
             && xs.dtype() == DType::F32
-            && pieced_encode_enabled()
+            && mode != Some(false)
         {
-            let mut st = StackState::new(&self.encoder);
-            let mut outs = Vec::new();
-            for c0 in (0..t).step_by(piece) {
-                let x = xs.narrow(2, c0, piece.min(t - c0))?;
-                outs.extend(st.step(&self.encoder, Some(x), false)?);
+            let (xs, layers) = match mode {
+                None => match enc_chain_front(&self.encoder, &xs)? {
+                    Some((ys, used)) => (ys, &self.encoder[used..]),
+                    None => (xs, &self.encoder[..]),
+                },
+                _ => (xs, &self.encoder[..]),
+            };
+            if layers.is_empty() {
+                return Ok(xs);
             }
-            outs.extend(st.step(&self.encoder, None, true)?);
+            let tx = xs.dim(2)?;
+            let piece = (piece * tx / t).max(1);
+            let mut st = StackState::new(layers);
+            let mut outs = Vec::new();
+            for c0 in (0..tx).step_by(piece) {
+                let x = xs.narrow(2, c0, piece.min(tx - c0))?;
+                outs.extend(st.step(layers, Some(x), false)?);
+            }
+            outs.extend(st.step(layers, None, true)?);
             return Ok(Tensor::cat(&outs, 2)?);
         }
         Ok(run_layers(&self.encoder, &xs)?)
@@ -1803,18 +1818,20 @@ fn pieced_decode_enabled() -> bool {
     )
 }
 
-/// Whole-file encode runs the SEANet encoder in pieces when
-/// `VOXTOK_MIMI_PIECED_ENCODE=1`, or by default where the encoder's
-/// time-blocked front ([`super::seanet::enc_chain_enabled`]) is off; never
-/// with `=0` (read once).
-fn pieced_encode_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// How a whole-file encode runs the SEANet encoder on one causal stream:
+/// `VOXTOK_MIMI_PIECED_ENCODE=1`: all of it in pieces through the streaming
+/// stack (`Some(true)`); `=0`: layer by layer over the whole signal
+/// (`Some(false)`, the time-blocked front included); by default (`None`)
+/// the time-blocked front ([`super::seanet::enc_chain_front`]) over the whole
+/// signal, then the rest in pieces (read once).
+fn pieced_encode() -> Option<bool> {
+    static ON: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
         let v = std::env::var("VOXTOK_MIMI_PIECED_ENCODE");
         match v.as_deref() {
-            Ok("0") => false,
-            Ok("1") => true,
-            _ => !super::seanet::enc_chain_enabled(),
+            Ok("0") => Some(false),
+            Ok("1") => Some(true),
+            _ => None,
         }
     })
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 mod dec_chain;
 pub use dec_chain::enabled as dec_chain_enabled;
 mod enc_chain;
-pub use enc_chain::enabled as enc_chain_enabled;
+pub use enc_chain::run_prefix as enc_chain_front;
 
 /// Padding mode of the convs (`pad_mode` in the HF configs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -565,7 +565,7 @@ fn run_prefix_with(
 /// Runs the longest supported encoder-front prefix of `layers` on `xs`
 /// time block by time block (same bits as layer by layer): its output and
 /// the number of layers it covered; `None` when off or not applicable.
-pub(super) fn run_prefix(layers: &[Layer], xs: &Tensor) -> Result<Option<(Tensor, usize)>> {
+pub fn run_prefix(layers: &[Layer], xs: &Tensor) -> Result<Option<(Tensor, usize)>> {
     let Some((cols, maxc)) = settings() else {
         return Ok(None);
     };
@@ -575,11 +575,6 @@ pub(super) fn run_prefix(layers: &[Layer], xs: &Tensor) -> Result<Option<(Tensor
         profile_line(t0, 0, || format!("chain of layers 0..{used}"), ys);
     }
     Ok(out)
-}
-
-/// True unless `VOXTOK_SEANET_CHAIN=0` or the fused paths are off.
-pub fn enabled() -> bool {
-    settings().is_some()
 }
 
 /// `(cols, maxc)`; `None` when `VOXTOK_SEANET_CHAIN=0` (read once).
@@ -781,5 +776,39 @@ mod tests {
         let x = Tensor::from_vec(lcg(500, 1, 0.5), (1, 1, 500), &Device::Cpu).unwrap();
         let (ys, used) = run_prefix_with(&layers, &x, 64, 8).unwrap().unwrap();
         assert_eq!((used, ys.dims()), (3, &[1, 8, 500][..]));
+    }
+
+    /// Mimi's whole-file path: the chain, then the rest of a causal stack
+    /// through the streaming stack in pieces, matches `run_layers` over the
+    /// whole signal within float rounding (the streaming stack's own ops,
+    /// e.g. the few-frames product at piece ends, round differently: up to
+    /// 5e-7 here, as the all-pieced path).
+    #[test]
+    fn chain_then_pieced_rest_equals_layer_by_layer() {
+        use super::super::StackState;
+        let layers = encoder(8, &[2, 4, 3], 1, false, true, PadMode::Constant);
+        let Layer::Conv(c0) = &layers[0] else {
+            unreachable!()
+        };
+        for t in [500, 999, 4000, 4321] {
+            let x = Tensor::from_vec(lcg(t, t as u64, 0.9), (1, 1, t), &Device::Cpu).unwrap();
+            let want = run_layers(&layers[1..], &c0.forward(&x).unwrap()).unwrap();
+            let (ys, used) = run_prefix_with(&layers, &x, 256, 16).unwrap().unwrap();
+            let rest = &layers[used..];
+            let tx = ys.dim(2).unwrap();
+            for piece in [7, 100, tx] {
+                let mut st = StackState::new(rest);
+                let mut outs = Vec::new();
+                for c0 in (0..tx).step_by(piece) {
+                    let xp = ys.narrow(2, c0, piece.min(tx - c0)).unwrap();
+                    outs.extend(st.step(rest, Some(xp), false).unwrap());
+                }
+                outs.extend(st.step(rest, None, true).unwrap());
+                let got = Tensor::cat(&outs, 2).unwrap();
+                let d = (&got - &want).unwrap().abs().unwrap().max_all().unwrap();
+                let d = d.to_scalar::<f32>().unwrap();
+                assert!(d <= 2e-6, "t={t} piece={piece}: {d}");
+            }
+        }
     }
 }
