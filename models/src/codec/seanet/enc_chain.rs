@@ -813,4 +813,30 @@ mod tests {
             }
         }
     }
+
+    /// The AVX2 kernels too (one thread, so the thread-local switch holds
+    /// for the chain and the reference alike).
+    #[test]
+    fn chain_equals_layer_by_layer_avx2() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            super::super::FORCE_AVX2.with(|f| f.set(true));
+            for (layers, t) in [
+                (encoder(8, &[2, 4], 1, true, false, PadMode::Reflect), 1001),
+                (encoder(8, &[4, 5], 1, false, true, PadMode::Constant), 2049),
+            ] {
+                let Layer::Conv(c0) = &layers[0] else {
+                    unreachable!()
+                };
+                let x = Tensor::from_vec(lcg(t, 5, 0.9), (1, 1, t), &Device::Cpu).unwrap();
+                let (ys, used) = run_prefix_with(&layers, &x, 40, 1 << 20).unwrap().unwrap();
+                let want = run_layers(&layers[1..used], &c0.forward(&x).unwrap()).unwrap();
+                assert!(bits(&ys) == bits(&want), "t={t}");
+            }
+            super::super::FORCE_AVX2.with(|f| f.set(false));
+        });
+    }
 }
