@@ -1034,7 +1034,12 @@ pub fn run_layers(layers: &[Layer], xs: &Tensor) -> Result<Tensor> {
         let xs = run_layers(&layers[..i], xs)?;
         let t0 = profile_enabled().then(Instant::now);
         if let Some(ys) = dec_chain::run(&layers[i..], &xs, dec_chain::chain_cols())? {
-            profile_line(t0, i, || format!("dec-chain {} layers", layers.len() - i), &ys);
+            profile_line(
+                t0,
+                i,
+                || format!("dec-chain {} layers", layers.len() - i),
+                &ys,
+            );
             return Ok(ys);
         }
         return run_layers_seq(&layers[i..], &xs);
