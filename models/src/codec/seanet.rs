@@ -439,33 +439,7 @@ impl ConvT {
         let poly = match &taps {
             // Measured: the interleave pass costs more than it saves at
             // few input channels (64 -> 32, stride 2).
-            Some((_, b)) if fuse_enabled() && cin >= 128 => {
-                // W'[r·out + co, ci, q] = w[ci, co, r + (m − 1 − q)·s].
-                let w = weight.flatten_all()?.to_vec1::<f32>()?;
-                let m = k.div_ceil(stride);
-                let mut wp = vec![0f32; stride * cout * cin * m];
-                for r in 0..stride {
-                    for co in 0..cout {
-                        for ci in 0..cin {
-                            for q in 0..m {
-                                let j = r + (m - 1 - q) * stride;
-                                if j < k {
-                                    wp[((r * cout + co) * cin + ci) * m + q] =
-                                        w[(ci * cout + co) * k + j];
-                                }
-                            }
-                        }
-                    }
-                }
-                let bp: Vec<f32> = (0..stride).flat_map(|_| b.iter().copied()).collect();
-                let dev = weight.device();
-                Direct::new(
-                    &Tensor::from_vec(wp, (stride * cout, cin, m), dev)?,
-                    Some(&Tensor::from_vec(bp, stride * cout, dev)?),
-                    1,
-                    1,
-                )?
-            }
+            Some((_, b)) if fuse_enabled() && cin >= 128 => poly_direct(&weight, b, stride)?,
             _ => None,
         };
         Ok(Self {
@@ -662,6 +636,37 @@ impl ConvT {
     }
 }
 
+/// The polyphase form of a transposed conv (`weight` `[in, out, k]`, groups
+/// 1, bias `b` `[out]`) as a stride-1 direct conv: output channel `r·out + co`
+/// is phase `r` of output `co`, `W'[r·out + co, ci, q] = w[ci, co, r + (m − 1 − q)·s]`
+/// with `m = ceil(k / s)`; `None` where [`Direct`] is not built.
+fn poly_direct(weight: &Tensor, b: &[f32], stride: usize) -> Result<Option<Direct>> {
+    let (cin, cout, k) = weight.dims3()?;
+    let w = weight.flatten_all()?.to_vec1::<f32>()?;
+    let m = k.div_ceil(stride);
+    let mut wp = vec![0f32; stride * cout * cin * m];
+    for r in 0..stride {
+        for co in 0..cout {
+            for ci in 0..cin {
+                for q in 0..m {
+                    let j = r + (m - 1 - q) * stride;
+                    if j < k {
+                        wp[((r * cout + co) * cin + ci) * m + q] = w[(ci * cout + co) * k + j];
+                    }
+                }
+            }
+        }
+    }
+    let bp: Vec<f32> = (0..stride).flat_map(|_| b.iter().copied()).collect();
+    let dev = weight.device();
+    Direct::new(
+        &Tensor::from_vec(wp, (stride * cout, cin, m), dev)?,
+        Some(&Tensor::from_vec(bp, stride * cout, dev)?),
+        1,
+        1,
+    )
+}
+
 /// ELU (alpha 1): `x` for `x > 0`, else `exp(x) - 1`. On CPU in f32 with
 /// AVX2/FMA a vectorized exp (relative error below 2e-7) replaces candle's
 /// scalar one; other tensors go through candle.
@@ -807,6 +812,38 @@ impl ResBlock {
 }
 
 impl ResBlock {
+    /// The direct kernels `(conv1, conv2, shortcut)` of a block that runs
+    /// as one fused unit per time block (here and in the encoder/decoder
+    /// chains): `None` when a conv has no direct kernel or has a norm,
+    /// conv1 is strided, conv2 or the shortcut is not a stride-1 1x1 conv,
+    /// or the channels do not chain (`c → hidden → c`, shortcut `c → c`).
+    fn block_kernels(&self) -> Option<(&Direct, &Direct, Option<&Direct>)> {
+        let (c1, c2) = (&self.conv1, &self.conv2);
+        let (d1, d2) = (c1.direct.as_ref()?, c2.direct.as_ref()?);
+        let ds = match &self.shortcut {
+            Some(s) => match &s.direct {
+                Some(d) if s.k_eff == 1 && s.stride == 1 && s.norm.is_none() => Some(d),
+                _ => return None,
+            },
+            None => None,
+        };
+        let c = d1.cin;
+        if c1.norm.is_some()
+            || c2.norm.is_some()
+            || c1.stride != 1
+            || c2.k_eff != 1
+            || c2.stride != 1
+            || d2.cin != d1.cout
+            || d2.cout != c
+            || ds.is_some_and(|d| d.cin != c || d.cout != c)
+        {
+            return None;
+        }
+        Some((d1, d2, ds))
+    }
+}
+
+impl ResBlock {
     /// [`ResBlock::forward_fused_whole`] run per time block of `cols`
     /// columns (per batch item, in parallel): the ELU-padded input slab,
     /// conv1 + ELU, the shortcut and conv2 + residual (+ ELU) stay in
@@ -817,33 +854,16 @@ impl ResBlock {
     /// padding that is not a plain function of the index (reflect on a
     /// signal shorter than its padding).
     fn forward_blocked(&self, xs: &Tensor, elu_out: bool, cols: usize) -> Result<Option<Tensor>> {
-        let (c1, c2) = (&self.conv1, &self.conv2);
-        let (Some(d1), Some(d2)) = (&c1.direct, &c2.direct) else {
+        let c1 = &self.conv1;
+        let Some((d1, d2, ds)) = self.block_kernels() else {
             return Ok(None);
         };
-        let ds = match &self.shortcut {
-            Some(s) => match &s.direct {
-                Some(d) if s.k_eff == 1 && s.stride == 1 && s.norm.is_none() => Some(d),
-                _ => return Ok(None),
-            },
-            None => None,
-        };
-        if c1.norm.is_some()
-            || c2.norm.is_some()
-            || c1.stride != 1
-            || c2.k_eff != 1
-            || c2.stride != 1
-            || !xs.device().is_cpu()
-            || xs.dtype() != DType::F32
-        {
+        if !xs.device().is_cpu() || xs.dtype() != DType::F32 {
             return Ok(None);
         }
         let (b, c, t) = xs.dims3()?;
         let hid = d1.cout;
-        if c > blocked_max_c() || d1.cin != c || d2.cin != hid || d2.cout != c || t == 0 {
-            return Ok(None);
-        }
-        if ds.is_some_and(|d| d.cin != c || d.cout != c) {
+        if c > blocked_max_c() || d1.cin != c || t == 0 {
             return Ok(None);
         }
         // The whole-signal path's conditions (same padding, same kernels).

@@ -137,33 +137,7 @@ fn poly_of(ct: &ConvT) -> Result<Option<Cow<'_, Direct>>> {
     let Some((_, b)) = &ct.taps else {
         return Ok(None);
     };
-    let (cin, cout, k) = ct.weight.dims3()?;
-    let s = ct.stride;
-    let w = ct.weight.flatten_all()?.to_vec1::<f32>()?;
-    let m = k.div_ceil(s);
-    // W'[r·out + co, ci, q] = w[ci, co, r + (m − 1 − q)·s] (as `ConvT::load`).
-    let mut wp = vec![0f32; s * cout * cin * m];
-    for r in 0..s {
-        for co in 0..cout {
-            for ci in 0..cin {
-                for q in 0..m {
-                    let j = r + (m - 1 - q) * s;
-                    if j < k {
-                        wp[((r * cout + co) * cin + ci) * m + q] = w[(ci * cout + co) * k + j];
-                    }
-                }
-            }
-        }
-    }
-    let bp: Vec<f32> = (0..s).flat_map(|_| b.iter().copied()).collect();
-    let dev = ct.weight.device();
-    let d = Direct::new(
-        &Tensor::from_vec(wp, (s * cout, cin, m), dev)?,
-        Some(&Tensor::from_vec(bp, s * cout, dev)?),
-        1,
-        1,
-    )?;
-    Ok(d.map(Cow::Owned))
+    Ok(super::poly_direct(&ct.weight, b, ct.stride)?.map(Cow::Owned))
 }
 
 /// The stages of `layers` (a suffix starting at a transposed conv), or
@@ -194,29 +168,11 @@ fn stages(layers: &[Layer]) -> Result<Option<Vec<Stage<'_>>>> {
                 }));
             }
             Layer::Res(r) if !last => {
-                let (c1, c2) = (&r.conv1, &r.conv2);
-                let (Some(d1), Some(d2)) = (&c1.direct, &c2.direct) else {
+                let c1 = &r.conv1;
+                let Some((d1, d2, ds)) = r.block_kernels() else {
                     return Ok(None);
                 };
-                let ds = match &r.shortcut {
-                    Some(s) => match &s.direct {
-                        Some(d) if s.k_eff == 1 && s.stride == 1 && s.norm.is_none() => Some(d),
-                        _ => return Ok(None),
-                    },
-                    None => None,
-                };
-                if c1.norm.is_some()
-                    || c2.norm.is_some()
-                    || c1.stride != 1
-                    || c2.k_eff != 1
-                    || c2.stride != 1
-                {
-                    return Ok(None);
-                }
                 let (c, hid) = (d1.cin, d1.cout);
-                if d2.cin != hid || d2.cout != c || ds.is_some_and(|d| d.cin != c || d.cout != c) {
-                    return Ok(None);
-                }
                 let elu_out = matches!(layers.get(i + 1), Some(Layer::Elu));
                 let pt = c1.padding_total();
                 let left = if c1.causal { pt } else { pt - pt / 2 };

@@ -188,21 +188,10 @@ fn conv_step(c: &Conv, elu_in: bool, b: usize, t: usize) -> Option<Step<'_>> {
 /// The residual block as a chain step (the conditions of
 /// `ResBlock::forward_blocked`, any width).
 fn res_step(r: &super::ResBlock, elu_out: bool, b: usize, t: usize) -> Option<Step<'_>> {
-    let (c1, c2) = (&r.conv1, &r.conv2);
-    let (d1, d2) = (c1.direct.as_ref()?, c2.direct.as_ref()?);
-    let ds = match &r.shortcut {
-        Some(s) => match &s.direct {
-            Some(d) if s.k_eff == 1 && s.stride == 1 && s.norm.is_none() => Some(d),
-            _ => return None,
-        },
-        None => None,
-    };
-    if c1.norm.is_some() || c2.norm.is_some() || c1.stride != 1 || c2.k_eff != 1 || c2.stride != 1 {
-        return None;
-    }
+    let c1 = &r.conv1;
+    let (d1, d2, ds) = r.block_kernels()?;
     let c = d1.cin;
-    if t == 0 || d2.cin != d1.cout || d2.cout != c || ds.is_some_and(|d| d.cin != c || d.cout != c)
-    {
+    if t == 0 {
         return None;
     }
     let pad = Pad::new(c1, t);
@@ -602,18 +591,12 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// Deterministic pseudo-random values in [-scale, scale).
+    /// Deterministic pseudo-random values in [-scale, scale) (the codec
+    /// tests' LCG, scaled).
     fn lcg(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
+        crate::codec::conv_cpu::tests::rand(n, seed)
+            .into_iter()
+            .map(|v| v * scale)
             .collect()
     }
 
