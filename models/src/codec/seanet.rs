@@ -1480,6 +1480,28 @@ mod direct_avx512 {
         }
     }
 
+    /// Vector `v` of the `V` vectors from `p`, the last one masked.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load<const V: usize>(p: *const f32, v: usize, mask: __mmask16) -> __m512 {
+        if v + 1 == V {
+            _mm512_maskz_loadu_ps(mask, p.add(16 * v))
+        } else {
+            _mm512_loadu_ps(p.add(16 * v))
+        }
+    }
+
+    /// Stores `a` as vector `v` of the `V` vectors from `p`, the last one masked.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store<const V: usize>(p: *mut f32, v: usize, mask: __mmask16, a: __m512) {
+        if v + 1 == V {
+            _mm512_mask_storeu_ps(p.add(16 * v), mask, a);
+        } else {
+            _mm512_storeu_ps(p.add(16 * v), a);
+        }
+    }
+
     /// Row 0 of [`tile`] alone (a one-channel conv): the same FMAs in the
     /// same order, so the same bits.
     #[target_feature(enable = "avx512f")]
@@ -1504,23 +1526,13 @@ mod direct_avx512 {
                 let xp = xr.add(j * dil);
                 let wb = _mm512_set1_ps(*wp);
                 for v in 0..V {
-                    let xv = if v + 1 == V {
-                        _mm512_maskz_loadu_ps(mask, xp.add(16 * v))
-                    } else {
-                        _mm512_loadu_ps(xp.add(16 * v))
-                    };
-                    acc[v] = _mm512_fmadd_ps(wb, xv, acc[v]);
+                    acc[v] = _mm512_fmadd_ps(wb, load::<V>(xp, v, mask), acc[v]);
                 }
                 wp = wp.add(MR);
             }
         }
         for v in 0..V {
-            let p = y.add(16 * v);
-            if v + 1 == V {
-                _mm512_mask_storeu_ps(p, mask, acc[v]);
-            } else {
-                _mm512_storeu_ps(p, acc[v]);
-            }
+            store::<V>(y, v, mask, acc[v]);
         }
     }
 
@@ -1556,11 +1568,7 @@ mod direct_avx512 {
                 let xp = xr.add(j * dil);
                 let mut xv = [_mm512_setzero_ps(); V];
                 for v in 0..V {
-                    xv[v] = if v + 1 == V {
-                        _mm512_maskz_loadu_ps(mask, xp.add(16 * v))
-                    } else {
-                        _mm512_loadu_ps(xp.add(16 * v))
-                    };
+                    xv[v] = load::<V>(xp, v, mask);
                 }
                 for r in 0..MR {
                     let wb = _mm512_set1_ps(*wp.add(r));
@@ -1573,12 +1581,7 @@ mod direct_avx512 {
         }
         for r in 0..rows {
             for v in 0..V {
-                let p = y.add(r * ldy + 16 * v);
-                if v + 1 == V {
-                    _mm512_mask_storeu_ps(p, mask, acc[r][v]);
-                } else {
-                    _mm512_storeu_ps(p, acc[r][v]);
-                }
+                store::<V>(y.add(r * ldy), v, mask, acc[r][v]);
             }
         }
     }
