@@ -6,6 +6,39 @@ use super::conv_cpu;
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+/// [`exp_f32`](crate::whisper::fastmath::exp_f32) on 16 AVX-512 lanes: the
+/// same operations in the same order, so the same bits (the LSTM step's
+/// gates, SEANet's ELU).
+///
+/// # Safety
+/// AVX-512F (callers are `#[target_feature(enable = "avx512f")]`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn exp_zmm(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    const MAGIC: f32 = 12_582_912.0;
+    let c = |v: f32| _mm512_set1_ps(v);
+    // `clamp`: the NaN-propagating operand order of max/min.
+    let x = _mm512_min_ps(c(88.7), _mm512_max_ps(c(-87.3), x));
+    let t = _mm512_add_ps(_mm512_mul_ps(x, c(std::f32::consts::LOG2_E)), c(MAGIC));
+    let k = _mm512_sub_ps(t, c(MAGIC));
+    let n = _mm512_sub_epi32(
+        _mm512_castps_si512(t),
+        _mm512_set1_epi32(MAGIC.to_bits() as i32),
+    );
+    let r = _mm512_sub_ps(
+        _mm512_sub_ps(x, _mm512_mul_ps(k, c(0.693_145_75))),
+        _mm512_mul_ps(k, c(1.428_606_8e-6)),
+    );
+    let mut p = _mm512_mul_ps(r, c(0.001_388_889));
+    for a in [0.008_333_334, 0.041_666_668, 0.166_666_67, 0.5, 1.0] {
+        p = _mm512_mul_ps(r, _mm512_add_ps(c(a), p));
+    }
+    p = _mm512_add_ps(c(1.0), p);
+    let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(n, _mm512_set1_epi32(127)));
+    _mm512_mul_ps(p, _mm512_castsi512_ps(bits))
+}
+
 /// Fetches a conv weight of `shape` under `vb`: weight-normed
 /// (`g * v / ||v||`, norm over every dim but the first) when the checkpoint
 /// stores it that way, plain `weight` otherwise.
@@ -861,31 +894,7 @@ mod fused {
         use super::U;
         use std::arch::x86_64::*;
 
-        /// [`exp_f32`](crate::whisper::fastmath::exp_f32) on 16 lanes.
-        #[inline(always)]
-        unsafe fn exp(x: __m512) -> __m512 {
-            const MAGIC: f32 = 12_582_912.0;
-            let c = |v: f32| _mm512_set1_ps(v);
-            // `clamp`: the NaN-propagating operand order of max/min.
-            let x = _mm512_min_ps(c(88.7), _mm512_max_ps(c(-87.3), x));
-            let t = _mm512_add_ps(_mm512_mul_ps(x, c(std::f32::consts::LOG2_E)), c(MAGIC));
-            let k = _mm512_sub_ps(t, c(MAGIC));
-            let n = _mm512_sub_epi32(
-                _mm512_castps_si512(t),
-                _mm512_set1_epi32(MAGIC.to_bits() as i32),
-            );
-            let r = _mm512_sub_ps(
-                _mm512_sub_ps(x, _mm512_mul_ps(k, c(0.693_145_75))),
-                _mm512_mul_ps(k, c(1.428_606_8e-6)),
-            );
-            let mut p = _mm512_mul_ps(r, c(0.001_388_889));
-            for a in [0.008_333_334, 0.041_666_668, 0.166_666_67, 0.5, 1.0] {
-                p = _mm512_mul_ps(r, _mm512_add_ps(c(a), p));
-            }
-            p = _mm512_add_ps(c(1.0), p);
-            let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(n, _mm512_set1_epi32(127)));
-            _mm512_mul_ps(p, _mm512_castsi512_ps(bits))
-        }
+        use super::super::exp_zmm as exp;
 
         #[inline(always)]
         unsafe fn sigmoid(x: __m512) -> __m512 {
