@@ -93,6 +93,18 @@ struct Conv {
 /// convs on CPU; `VOXTOK_DAC_WINOGRAD` overrides it (0 = per-tap GEMMs).
 const WINOGRAD_M: usize = 2;
 
+/// Default Winograd tile of the encoder's k = 7 residual convs on CPU;
+/// `VOXTOK_DAC_ENC_WINOGRAD` overrides it (0 = per-tap GEMMs).
+const ENC_WINOGRAD_M: usize = 2;
+
+/// The Winograd tile of the encoder's residual convs (read at model load).
+fn enc_winograd_m() -> usize {
+    std::env::var("VOXTOK_DAC_ENC_WINOGRAD")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(ENC_WINOGRAD_M)
+}
+
 impl Conv {
     #[allow(clippy::too_many_arguments)]
     fn load(
@@ -137,10 +149,9 @@ impl Conv {
         })
     }
 
-    /// On CPU, a stride-1 conv switched to Winograd F(m, k) with `m` from
-    /// [`winograd::env_m`] (0: kept as is); the per-tap weights are dropped.
-    fn winograd(mut self) -> candle_core::Result<Self> {
-        let m = winograd::env_m(WINOGRAD_M);
+    /// On CPU, a stride-1 conv switched to Winograd F(m, k) (`m` = 0: kept
+    /// as is); the per-tap weights are dropped.
+    fn winograd(mut self, m: usize) -> candle_core::Result<Self> {
         if !self.packed
             || self.transposed
             || self.stride != 1
@@ -186,18 +197,39 @@ impl Conv {
             t_in: t,
             n_out: self.out_len(t),
         };
+        let t0 = prof_start();
+        let kind = if self.wino.is_some() {
+            "wino"
+        } else if self.transposed {
+            "convT"
+        } else {
+            "conv"
+        };
+        let label = || {
+            format!(
+                "{kind} {}->{} k{} s{} d{} t{}",
+                self.cin, self.cout, self.k, self.stride, self.dilation, g.n_out
+            )
+        };
+        let steps = if self.transposed { t } else { g.n_out };
+        let flop = 2.0 * (self.cin * self.cout * self.k * steps) as f64;
         if let Some(w) = &self.wino {
             w.conv(x, t, self.dilation, self.padding, g.n_out, init, y);
+            prof_add(t0, label, flop);
             return Ok(());
         }
-        conv_cpu::with_f32(&self.weight, |w| {
+        let r = conv_cpu::with_f32(&self.weight, |w| {
             if self.transposed {
                 conv_cpu::conv_transpose1d(&g, x, w, init, y)
             } else {
                 conv_cpu::conv1d(&g, x, w, init, y)
             }
         })
-        .ok_or_else(|| candle_core::Error::Msg("DAC CPU kernel: weights are not f32 on CPU".into()))
+        .ok_or_else(|| {
+            candle_core::Error::Msg("DAC CPU kernel: weights are not f32 on CPU".into())
+        });
+        prof_add(t0, label, flop);
+        r
     }
 
     /// [`Conv::run`] into a new buffer, the bias as initial value.
@@ -260,7 +292,9 @@ impl Snake {
 
     /// CPU kernel: `x [c, t]` → `out`.
     fn run(&self, x: &[f32], t: usize, out: &mut [f32]) {
-        conv_cpu::snake(x, t, &self.alpha_v, &self.inv_v, out)
+        let t0 = prof_start();
+        conv_cpu::snake(x, t, &self.alpha_v, &self.inv_v, out);
+        prof_add(t0, || format!("snake {} t{t}", self.alpha_v.len()), 0.0);
     }
 }
 
@@ -308,9 +342,9 @@ impl ResUnit {
         })
     }
 
-    /// The k = 7 conv on Winograd (CPU; see [`Conv::winograd`]).
-    fn winograd(mut self) -> candle_core::Result<Self> {
-        self.conv1 = self.conv1.winograd()?;
+    /// The k = 7 conv on Winograd F(m, 7) (CPU; see [`Conv::winograd`]).
+    fn winograd(mut self, m: usize) -> candle_core::Result<Self> {
+        self.conv1 = self.conv1.winograd(m)?;
         Ok(self)
     }
 
@@ -354,13 +388,14 @@ struct Block {
 }
 
 impl Block {
-    fn load_enc(vb: VarBuilder, dim: usize, stride: usize) -> candle_core::Result<Self> {
+    /// `m`: the Winograd tile of the residual units' k = 7 convs (0: per-tap).
+    fn load_enc(vb: VarBuilder, dim: usize, stride: usize, m: usize) -> candle_core::Result<Self> {
         let h = dim / 2;
         Ok(Self {
             units: [
-                ResUnit::load(vb.pp("res_unit1"), h, 1)?,
-                ResUnit::load(vb.pp("res_unit2"), h, 3)?,
-                ResUnit::load(vb.pp("res_unit3"), h, 9)?,
+                ResUnit::load(vb.pp("res_unit1"), h, 1)?.winograd(m)?,
+                ResUnit::load(vb.pp("res_unit2"), h, 3)?.winograd(m)?,
+                ResUnit::load(vb.pp("res_unit3"), h, 9)?.winograd(m)?,
             ],
             snake: Snake::load(vb.pp("snake1"), h)?,
             conv: Conv::load(
@@ -382,6 +417,7 @@ impl Block {
         cin: usize,
         cout: usize,
         stride: usize,
+        m: usize,
     ) -> candle_core::Result<Self> {
         Ok(Self {
             snake: Snake::load(vb.pp("snake1"), cin)?,
@@ -396,9 +432,9 @@ impl Block {
                 true,
             )?,
             units: [
-                ResUnit::load(vb.pp("res_unit1"), cout, 1)?.winograd()?,
-                ResUnit::load(vb.pp("res_unit2"), cout, 3)?.winograd()?,
-                ResUnit::load(vb.pp("res_unit3"), cout, 9)?.winograd()?,
+                ResUnit::load(vb.pp("res_unit1"), cout, 1)?.winograd(m)?,
+                ResUnit::load(vb.pp("res_unit2"), cout, 3)?.winograd(m)?,
+                ResUnit::load(vb.pp("res_unit3"), cout, 9)?.winograd(m)?,
             ],
             decoder: true,
         })
@@ -530,6 +566,12 @@ pub struct Dac {
 impl Dac {
     /// Loads `config.json` + safetensors from `dir` (float32).
     pub fn load(dir: &ModelDir, device: &Device) -> Result<Self> {
+        Self::load_with(dir, device, enc_winograd_m(), winograd::env_m(WINOGRAD_M))
+    }
+
+    /// [`Dac::load`] with the Winograd tiles of the encoder's and the
+    /// decoder's k = 7 residual convs given (0: per-tap GEMMs; CPU only).
+    fn load_with(dir: &ModelDir, device: &Device, enc_m: usize, dec_m: usize) -> Result<Self> {
         let cfg: DacConfig = dir.config()?;
         if cfg.downsampling_ratios.is_empty() || cfg.n_codebooks == 0 {
             return Err(CodecError::Config {
@@ -545,7 +587,7 @@ impl Dac {
             .downsampling_ratios
             .iter()
             .enumerate()
-            .map(|(i, &s)| Block::load_enc(ev.pp(format!("block.{i}")), e << (i + 1), s))
+            .map(|(i, &s)| Block::load_enc(ev.pp(format!("block.{i}")), e << (i + 1), s, enc_m))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let enc_snake = Snake::load(ev.pp("snake1"), h)?;
         let enc_conv2 = Conv::load(ev.pp("conv2"), h, h, 3, 1, 1, 1, false)?;
@@ -559,7 +601,15 @@ impl Dac {
         let dec_blocks = ups
             .iter()
             .enumerate()
-            .map(|(i, &s)| Block::load_dec(dv.pp(format!("block.{i}")), dh >> i, dh >> (i + 1), s))
+            .map(|(i, &s)| {
+                Block::load_dec(
+                    dv.pp(format!("block.{i}")),
+                    dh >> i,
+                    dh >> (i + 1),
+                    s,
+                    dec_m,
+                )
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let out_dim = dh >> ups.len();
         let dec_snake = Snake::load(dv.pp("snake1"), out_dim)?;
@@ -616,6 +666,7 @@ impl Dac {
     /// [`Dac::embeddings`] through the CPU kernels, one item at a time.
     fn embeddings_cpu(&self, audio: &Tensor) -> Result<Tensor> {
         let (b, t) = audio.dims2()?;
+        let t0 = prof_start();
         let mut sc = Scratch::default();
         let mut items = Vec::with_capacity(b);
         for i in 0..b {
@@ -633,6 +684,7 @@ impl Dac {
                 audio.device(),
             )?);
         }
+        prof_dump("encoder", t0);
         Ok(Tensor::cat(&items, 0)?)
     }
 
@@ -640,6 +692,7 @@ impl Dac {
     /// through the CPU kernels, one item at a time.
     fn decode_cpu(&self, z: &Tensor) -> Result<Tensor> {
         let (b, _, n) = z.dims3()?;
+        let t0 = prof_start();
         let mut lock = self.dec_scratch.try_lock().ok();
         let mut fresh = Scratch::default();
         let sc = lock.as_deref_mut().unwrap_or(&mut fresh);
@@ -657,7 +710,58 @@ impl Dac {
             y.iter_mut().for_each(|v| *v = v.tanh());
             items.push(Tensor::from_vec(y, (1, t), z.device())?);
         }
+        prof_dump("decoder", t0);
         Ok(Tensor::cat(&items, 0)?)
+    }
+}
+
+/// Per-stage wall times of the CPU path with `VOXTOK_CODEC_PROFILE=1`:
+/// `(label, seconds, direct-conv FLOPs)`, printed and cleared by [`prof_dump`].
+static PROF: std::sync::Mutex<Vec<(String, f64, f64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds the time since `t0` (when profiling) to stage `label`.
+fn prof_add(t0: Option<std::time::Instant>, label: impl FnOnce() -> String, flop: f64) {
+    if let Some(t0) = t0 {
+        let dt = t0.elapsed().as_secs_f64();
+        let label = label();
+        let mut p = PROF.lock().unwrap_or_else(|e| e.into_inner());
+        match p.iter_mut().find(|e| e.0 == label) {
+            Some(e) => {
+                e.1 += dt;
+                e.2 += flop;
+            }
+            None => p.push((label, dt, flop)),
+        }
+    }
+}
+
+/// `Instant::now()` when `VOXTOK_CODEC_PROFILE=1`.
+fn prof_start() -> Option<std::time::Instant> {
+    super::seanet::profile_enabled().then(std::time::Instant::now)
+}
+
+/// Prints the stages recorded since the last dump (and clears them).
+fn prof_dump(title: &str, t0: Option<std::time::Instant>) {
+    let Some(t0) = t0 else { return };
+    let total = t0.elapsed().as_secs_f64();
+    let mut p = PROF.lock().unwrap_or_else(|e| e.into_inner());
+    let staged: f64 = p.iter().map(|e| e.1).sum();
+    eprintln!(
+        "DAC {title}: {:.1} ms ({:.1} ms in stages)",
+        total * 1e3,
+        staged * 1e3
+    );
+    for (label, dt, flop) in p.drain(..) {
+        let rate = if flop > 0.0 {
+            format!("{:6.1} GFLOP/s", flop / dt / 1e9)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "  {label:<40} {:8.2} ms {:5.1}% {rate}",
+            dt * 1e3,
+            100.0 * dt / total
+        );
     }
 }
 
@@ -752,6 +856,62 @@ mod tests {
                     let err = max_abs(&dec, want);
                     eprintln!("{name} {sig}/{k}: decoded max abs err {err}");
                     assert!(err <= 1e-4, "{name} {sig}/{k}: decoded max abs err {err}");
+                }
+            }
+        }
+    }
+
+    /// The encoder's k = 7 convs on Winograd F(2, 7) against per-tap GEMMs,
+    /// on every DAC fixture: encoder output within 2e-5 relative to its
+    /// largest magnitude (and within 1e-4 of transformers), and codes
+    /// identical to transformers' in both modes.
+    #[test]
+    fn encoder_winograd_equals_per_tap() {
+        let dec_m = winograd::env_m(WINOGRAD_M);
+        for (name, sigs) in [
+            ("dac", &["chirp", "noise", "speech"][..]),
+            ("dac24", &["chirp", "speech"][..]),
+            ("dac44", &["chirp", "speech"][..]),
+        ] {
+            let dir = ModelDir::open(test_util::fixture_dir(name)).unwrap();
+            let tap = Dac::load_with(&dir, &Device::Cpu, 0, dec_m).unwrap();
+            let wino = Dac::load_with(&dir, &Device::Cpu, 2, dec_m).unwrap();
+            let refs = test_util::refs(name);
+            for sig in sigs {
+                let audio = refs[&format!("{sig}.audio")].unsqueeze(0).unwrap();
+                let a = tap.embeddings(&audio).unwrap();
+                let b = wino.embeddings(&audio).unwrap();
+                let top = a
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let err = max_abs(&a, &b);
+                let want = &refs[&format!("{sig}.embeddings")];
+                let err_ref = max_abs(&b.squeeze(0).unwrap(), want);
+                let tap_ref = max_abs(&a.squeeze(0).unwrap(), want);
+                eprintln!(
+                    "{name} {sig}: F(2,7) vs per-tap encoder max abs {err:.2e} (max |y| {top:.2}); \
+                     vs transformers: F(2,7) {err_ref:.2e}, per-tap {tap_ref:.2e}"
+                );
+                assert!(err <= 2e-5 * top, "{name} {sig}: {err} vs max |y| {top}");
+                assert!(err_ref <= 1e-4, "{name} {sig}: vs transformers {err_ref}");
+                for k in [2usize, 4] {
+                    let want = refs[&format!("{sig}.codes_{k}")]
+                        .to_dtype(DType::U32)
+                        .unwrap()
+                        .to_vec2::<u32>()
+                        .unwrap();
+                    for (mode, model) in [("per-tap", &tap), ("F(2,7)", &wino)] {
+                        let codes = model.encode(&audio, k).unwrap().squeeze(0).unwrap();
+                        assert_eq!(
+                            codes.to_vec2::<u32>().unwrap(),
+                            want,
+                            "{name} {sig}: {mode} codes with {k} codebooks differ"
+                        );
+                    }
                 }
             }
         }
