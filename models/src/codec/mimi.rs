@@ -355,12 +355,16 @@ struct KvCache {
 }
 
 /// The last frames' keys and values, `[cap][kv_heads·head_dim]` each,
-/// frame `p` at slot `p % cap`.
+/// frame `p` at slot `p % cap`; the keys also transposed,
+/// `[kv_heads][head_dim][cap]`, so that a query's scores over many keys
+/// vectorize across the keys.
 #[derive(Debug, Clone, Default)]
 struct KvRing {
     cap: usize,
     width: usize,
+    hd: usize,
     k: Vec<f32>,
+    kt: Vec<f32>,
     v: Vec<f32>,
     /// Frames pushed so far.
     total: usize,
@@ -372,33 +376,91 @@ impl KvRing {
     fn push(&mut self, k: &[f32], v: &[f32], kv_heads: usize, t: usize, hd: usize, window: usize) {
         let width = kv_heads * hd;
         let need = window + t;
-        if self.cap < need || self.width != width {
+        if self.cap < need || self.width != width || self.hd != hd {
             let mut nk = vec![0f32; need * width];
+            let mut nkt = vec![0f32; need * width];
             let mut nv = vec![0f32; need * width];
-            if self.width == width {
+            if self.width == width && self.hd == hd {
                 for p in self.total - self.total.min(self.cap)..self.total {
-                    let (a, b) = ((p % self.cap) * width, (p % need) * width);
+                    let (os, ns) = (p % self.cap, p % need);
+                    let (a, b) = (os * width, ns * width);
                     nk[b..b + width].copy_from_slice(&self.k[a..a + width]);
                     nv[b..b + width].copy_from_slice(&self.v[a..a + width]);
+                    for r in 0..width {
+                        nkt[r * need + ns] = self.kt[r * self.cap + os];
+                    }
                 }
             }
-            (self.cap, self.width, self.k, self.v) = (need, width, nk, nv);
+            (self.cap, self.width, self.hd) = (need, width, hd);
+            (self.k, self.kt, self.v) = (nk, nkt, nv);
         }
         for i in 0..t {
-            let slot = ((self.total + i) % self.cap) * width;
+            let s = (self.total + i) % self.cap;
+            let slot = s * width;
             for g in 0..kv_heads {
                 let src = (g * t + i) * hd;
                 let dst = slot + g * hd;
                 self.k[dst..dst + hd].copy_from_slice(&k[src..src + hd]);
                 self.v[dst..dst + hd].copy_from_slice(&v[src..src + hd]);
+                for (d, &kv) in k[src..src + hd].iter().enumerate() {
+                    self.kt[(g * hd + d) * self.cap + s] = kv;
+                }
             }
         }
         self.total += t;
     }
 
     /// Causal sliding-window attention of `q` `[heads, t, hd]` (positions
-    /// `base..base + t`, already pushed) → `[t, heads·hd]`; heads in
+    /// `base..base + t`, already pushed) → `out` `[t, heads·hd]`; heads in
     /// parallel when the pool has threads and the work is large.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_into(
+        &self,
+        q: &[f32],
+        base: usize,
+        heads: usize,
+        kv_heads: usize,
+        t: usize,
+        hd: usize,
+        window: usize,
+        out: &mut [f32],
+    ) {
+        use rayon::prelude::*;
+        let mut per_head = vec![0f32; heads * t * hd];
+        let old = attn_old();
+        let run = |(h, o): (usize, &mut [f32])| {
+            let g = h / (heads / kv_heads);
+            let qh = &q[h * t * hd..(h + 1) * t * hd];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if !old && std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the feature is present.
+                    return unsafe { self.keys_avx512(qh, g, base, t, hd, window, o) };
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the features are present.
+                    return unsafe { self.head_avx2(qh, g, base, t, hd, window, o, old) };
+                }
+            }
+            if old {
+                self.head_any(qh, g, base, t, hd, window, o)
+            } else {
+                self.keys_any(qh, g, base, t, hd, window, o)
+            }
+        };
+        if rayon::current_num_threads() > 1 && t * window >= 4096 {
+            per_head.par_chunks_mut(t * hd).enumerate().for_each(run);
+        } else {
+            per_head.chunks_mut(t * hd).enumerate().for_each(run);
+        }
+        for (h, ph) in per_head.chunks_exact(t * hd).enumerate() {
+            for (i, row) in ph.chunks_exact(hd).enumerate() {
+                out[(i * heads + h) * hd..][..hd].copy_from_slice(row);
+            }
+        }
+    }
+
+    /// [`Self::attend_into`] into a fresh `[t, heads·hd]`.
     #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
@@ -410,29 +472,8 @@ impl KvRing {
         hd: usize,
         window: usize,
     ) -> Vec<f32> {
-        use rayon::prelude::*;
-        let mut per_head = vec![0f32; heads * t * hd];
-        let run = |(h, o): (usize, &mut [f32])| {
-            let g = h / (heads / kv_heads);
-            let qh = &q[h * t * hd..(h + 1) * t * hd];
-            #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: the features are present.
-                return unsafe { self.head_avx2(qh, g, base, t, hd, window, o) };
-            }
-            self.head_any(qh, g, base, t, hd, window, o)
-        };
-        if rayon::current_num_threads() > 1 && t * window >= 4096 {
-            per_head.par_chunks_mut(t * hd).enumerate().for_each(run);
-        } else {
-            per_head.chunks_mut(t * hd).enumerate().for_each(run);
-        }
         let mut out = vec![0f32; t * heads * hd];
-        for (h, ph) in per_head.chunks_exact(t * hd).enumerate() {
-            for (i, row) in ph.chunks_exact(hd).enumerate() {
-                out[(i * heads + h) * hd..][..hd].copy_from_slice(row);
-            }
-        }
+        self.attend_into(q, base, heads, kv_heads, t, hd, window, &mut out);
         out
     }
 
@@ -448,11 +489,152 @@ impl KvRing {
         hd: usize,
         window: usize,
         out: &mut [f32],
+        old: bool,
     ) {
-        self.head_any(q, g, base, t, hd, window, out)
+        if old {
+            self.head_any(q, g, base, t, hd, window, out)
+        } else {
+            self.keys_any(q, g, base, t, hd, window, out)
+        }
     }
 
-    /// One head's attention: `q` `[t, hd]` against key/value group `g` →
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn keys_avx512(
+        &self,
+        q: &[f32],
+        g: usize,
+        base: usize,
+        t: usize,
+        hd: usize,
+        window: usize,
+        out: &mut [f32],
+    ) {
+        self.keys_any(q, g, base, t, hd, window, out)
+    }
+
+    /// Ring slots of positions `lo..=p`: at most two contiguous runs
+    /// `(first slot, count)`.
+    fn runs(&self, lo: usize, p: usize) -> [(usize, usize); 2] {
+        let (s0, len) = (lo % self.cap, p + 1 - lo);
+        let first = len.min(self.cap - s0);
+        [(s0, first), (0, len - first)]
+    }
+
+    /// One head's attention, vectorized across the keys: `q` `[t, hd]`
+    /// against key/value group `g` → `out` `[t, hd]`. Each score is
+    /// `Σ_d q[d]·k[d]` in order `d = 0..hd` with fused multiply-adds, the
+    /// softmax sum runs in 16 lanes over the keys in position order, and the
+    /// output sums the keys in position order with fused multiply-adds: the
+    /// same bits whatever the ring's layout, the number of frames per push
+    /// or the vector width.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn keys_any(
+        &self,
+        q: &[f32],
+        g: usize,
+        base: usize,
+        t: usize,
+        hd: usize,
+        window: usize,
+        out: &mut [f32],
+    ) {
+        const L: usize = 16;
+        const K64: usize = 64;
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        let mut w = vec![0f32; window.min(base + t).next_multiple_of(L)];
+        for i in 0..t {
+            let qv = &q[i * hd..(i + 1) * hd];
+            let p = base + i;
+            let lo = (p + 1).saturating_sub(window);
+            let len = p + 1 - lo;
+            let runs = self.runs(lo, p);
+            let s = &mut w[..len];
+            let mut j0 = 0;
+            for &(s0, n) in &runs {
+                let dst = &mut s[j0..j0 + n];
+                // 64 keys at a time in registers, then the rest in memory.
+                let mut j = 0;
+                while j + K64 <= n {
+                    let mut acc = [0f32; K64];
+                    for (d, &qd) in qv.iter().enumerate() {
+                        let row = &self.kt[(g * hd + d) * self.cap + s0 + j..][..K64];
+                        for (a, &kv) in acc.iter_mut().zip(row) {
+                            *a = qd.mul_add(kv, *a);
+                        }
+                    }
+                    dst[j..j + K64].copy_from_slice(&acc);
+                    j += K64;
+                }
+                let dst = &mut dst[j..];
+                dst.fill(0.0);
+                for (d, &qd) in qv.iter().enumerate() {
+                    let row = &self.kt[(g * hd + d) * self.cap + s0 + j..][..dst.len()];
+                    for (a, &kv) in dst.iter_mut().zip(row) {
+                        *a = qd.mul_add(kv, *a);
+                    }
+                }
+                j0 += n;
+            }
+            let mut mx = [f32::NEG_INFINITY; L];
+            let chunks = s.chunks_exact(L);
+            let rest = chunks.remainder();
+            for c in chunks {
+                for (m, &v) in mx.iter_mut().zip(c) {
+                    *m = m.max(v);
+                }
+            }
+            for (m, &v) in mx.iter_mut().zip(rest) {
+                *m = m.max(v);
+            }
+            let m = mx.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * scale;
+            let mut sum = [0f32; L];
+            let mut chunks = s.chunks_exact_mut(L);
+            for c in &mut chunks {
+                for (a, v) in sum.iter_mut().zip(c.iter_mut()) {
+                    *v = exp_f32(*v * scale - m);
+                    *a += *v;
+                }
+            }
+            for (a, v) in sum.iter_mut().zip(chunks.into_remainder()) {
+                *v = exp_f32(*v * scale - m);
+                *a += *v;
+            }
+            let total = sum.iter().sum::<f32>();
+            for v in s.iter_mut() {
+                *v /= total;
+            }
+            // 64 output columns at a time in registers.
+            let dst = &mut out[i * hd..(i + 1) * hd];
+            for c0 in (0..hd).step_by(K64) {
+                let cw = K64.min(hd - c0);
+                let mut acc = [0f32; K64];
+                let mut e = s.iter();
+                for &(s0, n) in &runs {
+                    for slot in s0..s0 + n {
+                        let o = slot * self.width + g * hd + c0;
+                        let wj = *e.next().expect("one weight per key");
+                        if cw == K64 {
+                            let row = &self.v[o..o + K64];
+                            for (a, &vv) in acc.iter_mut().zip(row) {
+                                *a = wj.mul_add(vv, *a);
+                            }
+                        } else {
+                            for (a, &vv) in acc.iter_mut().zip(&self.v[o..o + cw]) {
+                                *a = wj.mul_add(vv, *a);
+                            }
+                        }
+                    }
+                }
+                dst[c0..c0 + cw].copy_from_slice(&acc[..cw]);
+            }
+        }
+    }
+
+    /// One head's attention, a dot per key (the session-6 kernel, for
+    /// `VOXTOK_MIMI_ATTN=old`): `q` `[t, hd]` against key/value group `g` →
     /// `out` `[t, hd]`. Softmax with the vectorizable exp (relative error
     /// below 2e-7).
     #[inline(always)]
@@ -473,10 +655,7 @@ impl KvRing {
             let qv = &q[i * hd..(i + 1) * hd];
             let p = base + i;
             let lo = (p + 1).saturating_sub(window);
-            // Ring slots of positions lo..=p: at most two contiguous runs.
-            let (s0, len) = (lo % self.cap, p + 1 - lo);
-            let first = len.min(self.cap - s0);
-            let runs = [(s0, first), (0, len - first)];
+            let runs = self.runs(lo, p);
             w.clear();
             for &(s, n) in &runs {
                 for slot in s..s + n {
@@ -653,18 +832,28 @@ impl Transformer {
         let c = x.len() / t;
         let half = self.inv_freq.len();
         let (cos, sin) = self.rope_tables(offset, t);
+        let par = rows_parallel() && t >= packed::ROW_SPLIT && rayon::current_num_threads() > 1;
+        let mut prof = SubStages::new(t > FUSED_MAX_T);
+        let width = |f: fn(&FastLayer) -> usize| fast.iter().map(f).max().unwrap_or(0);
+        let (nq, nf) = (width(|f| f.qkv.n), width(|f| f.fc1.n));
         let (mut h, mut tmp) = (vec![0f32; t * c], vec![0f32; t * c]);
+        let mut qkv = vec![0f32; t * nq];
+        let mut f = vec![0f32; t * nf];
+        let (mut q, mut k, mut v, mut y) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for ((layer, fl), cache) in self.layers.iter().zip(fast).zip(caches.iter_mut()) {
             let a = &layer.attn;
             let (heads, kvh, hd) = (a.heads, a.kv_heads, a.head_dim);
-            layer_norm_rows(x, &mut h, c, &fl.ln1);
+            for_rows(par, x, &mut h, c, c, |src, dst| {
+                layer_norm_row(src, dst, &fl.ln1)
+            });
+            prof.mark(0);
             let nq = fl.qkv.n;
-            let mut qkv = vec![0f32; t * nq];
-            fl.qkv.forward(&h, t, &mut qkv);
+            fl.qkv.forward(&h, t, &mut qkv[..t * nq]);
+            prof.mark(1);
             // RoPE into the `[heads, t, hd]` layouts the ring takes.
-            let mut q = vec![0f32; heads * t * hd];
-            let mut k = vec![0f32; kvh * t * hd];
-            let mut v = vec![0f32; kvh * t * hd];
+            q.resize(heads * t * hd, 0.0);
+            k.resize(kvh * t * hd, 0.0);
+            v.resize(kvh * t * hd, 0.0);
             for i in 0..t {
                 let row = &qkv[i * nq..(i + 1) * nq];
                 let (cs, sn) = (
@@ -685,24 +874,42 @@ impl Transformer {
                     v[dst..dst + hd].copy_from_slice(&row[(heads + kvh + g) * hd..][..hd]);
                 }
             }
+            prof.mark(2);
             let ring = &mut cache.ring;
             let base = ring.total;
             ring.push(&k, &v, kvh, t, hd, window);
-            let y = ring.attend(&q, base, heads, kvh, t, hd, window);
+            y.resize(t * heads * hd, 0.0);
+            ring.attend_into(&q, base, heads, kvh, t, hd, window, &mut y);
+            prof.mark(3);
             fl.o.forward(&y, t, &mut tmp);
-            add_scaled(x, &tmp, &fl.attn_scale);
-            layer_norm_rows(x, &mut h, c, &fl.ln2);
-            let mut f = vec![0f32; t * fl.fc1.n];
-            fl.fc1.forward(&h, t, &mut f);
-            let f = Tensor::from_vec(f, t * fl.fc1.n, &Device::Cpu)?;
-            let f = match self.act {
-                Act::GeluErf => f.gelu_erf()?,
-                Act::GeluTanh => f.gelu()?,
+            prof.mark(4);
+            add_scaled(par, x, &tmp, &fl.attn_scale);
+            for_rows(par, x, &mut h, c, c, |src, dst| {
+                layer_norm_row(src, dst, &fl.ln2)
+            });
+            prof.mark(0);
+            let nf = fl.fc1.n;
+            let f = &mut f[..t * nf];
+            fl.fc1.forward(&h, t, f);
+            prof.mark(5);
+            match self.act {
+                Act::GeluErf if rows_parallel() => gelu_erf_in_place(par, f),
+                act => {
+                    let g = Tensor::from_slice(f, f.len(), &Device::Cpu)?;
+                    let g = match act {
+                        Act::GeluErf => g.gelu_erf()?,
+                        Act::GeluTanh => g.gelu()?,
+                    };
+                    f.copy_from_slice(&g.to_vec1::<f32>()?);
+                }
             }
-            .to_vec1::<f32>()?;
-            fl.fc2.forward(&f, t, &mut tmp);
-            add_scaled(x, &tmp, &fl.mlp_scale);
+            prof.mark(6);
+            fl.fc2.forward(f, t, &mut tmp);
+            prof.mark(7);
+            add_scaled(par, x, &tmp, &fl.mlp_scale);
+            prof.mark(0);
         }
+        prof.report();
         Ok(())
     }
 
@@ -952,6 +1159,24 @@ mod packed {
             if m == 0 {
                 return;
             }
+            let threads = rayon::current_num_threads();
+            if m >= ROW_SPLIT && super::rows_parallel() {
+                // Many rows (a whole file): row blocks in parallel, each
+                // writing its rows of `y` straight from the kernel's tile
+                // (same sums, no scatter buffer); a panel stays in L2 while
+                // the block's row groups pass over it.
+                let per = m.div_ceil(threads * 4).next_multiple_of(MR).max(MR);
+                let run = |(xb, yb): (&[f32], &mut [f32])| self.rows_into(xb, yb, kern);
+                if threads > 1 {
+                    x[..m * k]
+                        .par_chunks(per * k)
+                        .zip(y[..m * n].par_chunks_mut(per * n))
+                        .for_each(run);
+                } else {
+                    run((&x[..m * k], &mut y[..m * n]));
+                }
+                return;
+            }
             let panels = n.div_ceil(PANEL);
             // Each panel's `m × 64` outputs, then scattered into y. Panels
             // outermost: a panel's weights (k·256 bytes) stay in L2 while
@@ -989,6 +1214,42 @@ mod packed {
             }
         }
     }
+
+    impl Packed {
+        /// `y = x·Wᵀ (+ b)` for the rows of `x` (one thread): panel by
+        /// panel, 6-row groups through a stack tile, bias added after the
+        /// sum (the bits of [`Packed::forward`]'s other path).
+        pub(super) fn rows_into(&self, x: &[f32], y: &mut [f32], kern: Kernel) {
+            let (k, n) = (self.k, self.n);
+            let m = x.len() / k;
+            let mut tile = [0f32; MR * PANEL];
+            for pi in 0..n.div_ceil(PANEL) {
+                let w = &self.w[pi * k * PANEL..(pi + 1) * k * PANEL];
+                let (c0, cols) = (pi * PANEL, PANEL.min(n - pi * PANEL));
+                let b = self.bias.as_ref().map(|b| &b[c0..c0 + cols]);
+                for r0 in (0..m).step_by(MR) {
+                    let rows = MR.min(m - r0);
+                    panel(kern, rows, &x[r0 * k..(r0 + rows) * k], w, k, &mut tile);
+                    for r in 0..rows {
+                        let dst = &mut y[(r0 + r) * n + c0..][..cols];
+                        let src = &tile[r * PANEL..][..cols];
+                        match b {
+                            Some(b) => {
+                                for ((d, &s), &bb) in dst.iter_mut().zip(src).zip(b) {
+                                    *d = s + bb;
+                                }
+                            }
+                            None => dst.copy_from_slice(src),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows from which [`Packed::forward`] splits the rows among threads
+    /// (fewer: the panels).
+    pub const ROW_SPLIT: usize = 48;
 
     /// Which kernel runs (the portable ones exist for CPUs without AVX-512
     /// and for the equality test).
@@ -1154,7 +1415,7 @@ fn pack(ls: &[&Linear]) -> candle_core::Result<packed::Packed> {
 }
 
 /// The norm's (weight, bias, eps) when it takes candle's fused layer-norm
-/// path (bias present), whose arithmetic [`layer_norm_rows`] repeats.
+/// path (bias present), whose arithmetic [`layer_norm_row`] repeats.
 fn ln_parts(ln: &LayerNorm) -> candle_core::Result<Option<LnParts>> {
     Ok(match ln.bias() {
         Some(b) => Some((vec1(ln.weight())?, vec1(b)?, ln.eps() as f32)),
@@ -1191,35 +1452,135 @@ fn rope_into(src: &[f32], cos: &[f32], sin: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// Layer norm of each `c`-wide row of `x` into `y`, in the order of
-/// candle's CPU layer norm (so the same bits).
-fn layer_norm_rows(x: &[f32], y: &mut [f32], c: usize, (w, b, eps): &LnParts) {
-    for (src, dst) in x.chunks_exact(c).zip(y.chunks_exact_mut(c)) {
-        let (mut sum, mut sum2) = (0f32, 0f32);
-        for &v in src {
-            sum += v;
-            sum2 += v * v;
+/// Layer norm of one row `src` into `dst`, in the order of candle's CPU
+/// layer norm (so the same bits).
+fn layer_norm_row(src: &[f32], dst: &mut [f32], (w, b, eps): &LnParts) {
+    let c = src.len();
+    let (mut sum, mut sum2) = (0f32, 0f32);
+    for &v in src {
+        sum += v;
+        sum2 += v * v;
+    }
+    let mean = sum / c as f32;
+    let var = sum2 / c as f32 - mean * mean;
+    let inv_std = (var + eps).sqrt().recip();
+    for ((d, &s), (&a, &bb)) in dst.iter_mut().zip(src).zip(w.iter().zip(b)) {
+        *d = (s - mean) * inv_std * a + bb;
+    }
+}
+
+/// `f(row of x, row of y)` for each `cx`-wide row of `x` and `cy`-wide row
+/// of `y`, row blocks in parallel when `par` (per-row work: the same bits).
+fn for_rows<F>(par: bool, x: &[f32], y: &mut [f32], cx: usize, cy: usize, f: F)
+where
+    F: Fn(&[f32], &mut [f32]) + Sync,
+{
+    use rayon::prelude::*;
+    const BLOCK: usize = 16;
+    let each = |(xb, yb): (&[f32], &mut [f32])| {
+        for (src, dst) in xb.chunks_exact(cx).zip(yb.chunks_exact_mut(cy)) {
+            f(src, dst);
         }
-        let mean = sum / c as f32;
-        let var = sum2 / c as f32 - mean * mean;
-        let inv_std = (var + eps).sqrt().recip();
-        for ((d, &s), (&a, &bb)) in dst.iter_mut().zip(src).zip(w.iter().zip(b)) {
-            *d = (s - mean) * inv_std * a + bb;
-        }
+    };
+    if par {
+        x.par_chunks(BLOCK * cx)
+            .zip(y.par_chunks_mut(BLOCK * cy))
+            .for_each(each);
+    } else {
+        each((x, y));
     }
 }
 
 /// `x += y · scale` per `c`-wide row (as `x + (y * scale)`, two roundings,
-/// like the candle path).
-fn add_scaled(x: &mut [f32], y: &[f32], scale: &[f32]) {
-    for (xr, yr) in x
-        .chunks_exact_mut(scale.len())
-        .zip(y.chunks_exact(scale.len()))
-    {
+/// like the candle path); row blocks in parallel when `par`.
+fn add_scaled(par: bool, x: &mut [f32], y: &[f32], scale: &[f32]) {
+    let c = scale.len();
+    for_rows(par, y, x, c, c, |yr, xr| {
         for ((a, &b), &s) in xr.iter_mut().zip(yr).zip(scale) {
             *a += b * s;
         }
+    });
+}
+
+/// candle's `gelu_erf` on f32, element by element with candle's own `erf`
+/// (`(erf(v/√2) + 1) · 0.5 · v`: the same bits), blocks in parallel when
+/// `par`.
+fn gelu_erf_in_place(par: bool, f: &mut [f32]) {
+    use rayon::prelude::*;
+    let each = |b: &mut [f32]| {
+        for v in b {
+            *v = (candle_core::cpu::erf::erf_f32(*v * std::f32::consts::FRAC_1_SQRT_2) + 1.)
+                * 0.5
+                * *v;
+        }
+    };
+    if par {
+        f.par_chunks_mut(8192).for_each(each);
+    } else {
+        each(f);
     }
+}
+
+/// Thread time per part of one whole-file fused transformer call, printed
+/// with `VOXTOK_MIMI_PROFILE=1`.
+struct SubStages {
+    t: Option<Instant>,
+    ms: [f64; 8],
+}
+
+impl SubStages {
+    const NAMES: [&'static str; 8] = [
+        "norms+residual",
+        "qkv",
+        "rope",
+        "attention",
+        "o",
+        "fc1",
+        "gelu",
+        "fc2",
+    ];
+
+    fn new(on: bool) -> Self {
+        Self {
+            t: (on && profile_enabled()).then(Instant::now),
+            ms: [0.0; 8],
+        }
+    }
+
+    fn mark(&mut self, part: usize) {
+        if let Some(t) = self.t {
+            let now = Instant::now();
+            self.ms[part] += (now - t).as_secs_f64() * 1e3;
+            self.t = Some(now);
+        }
+    }
+
+    fn report(&self) {
+        if self.t.is_some() {
+            let parts: Vec<String> = Self::NAMES
+                .iter()
+                .zip(self.ms)
+                .map(|(n, ms)| format!("{n} {ms:.1}"))
+                .collect();
+            eprintln!("mimi transformer ms: {}", parts.join(", "));
+        }
+    }
+}
+
+/// `VOXTOK_MIMI_ATTN=old`: the session-6 attention (a dot per key) instead
+/// of the kernel vectorized across keys (read once; for A/B).
+fn attn_old() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VOXTOK_MIMI_ATTN").is_ok_and(|v| v == "old"))
+}
+
+/// `VOXTOK_MIMI_ROWPAR=0`: the fused transformer's many-row work runs as in
+/// session 6 (products parallel over panels through a scatter buffer,
+/// norms, residuals and GELU on one thread) instead of row blocks in
+/// parallel (read once; for A/B).
+fn rows_parallel() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VOXTOK_MIMI_ROWPAR").map_or(true, |v| v != "0"))
 }
 
 // -------------------------------------------------------------- quantizer
@@ -2229,7 +2590,7 @@ mod tests {
                 let b = bias.then(|| rand(n, 7));
                 let p = Packed::new(&w, b.clone(), n, k);
                 let wt = Tensor::from_vec(w.clone(), (n, k), &dev).unwrap();
-                for m in [1usize, 2, 5, 6, 7, 13] {
+                for m in [1usize, 2, 5, 6, 7, 13, 50, 61] {
                     let x = rand(m * k, m as u64 + 3);
                     let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
                     let mut want = xt.matmul(&wt.t().unwrap()).unwrap();
@@ -2252,6 +2613,11 @@ mod tests {
                             let mut other = vec![f32::NAN; m * n];
                             p.forward_with(&x, m, &mut other, kern);
                             assert_eq!(got, other, "k={k} n={n} m={m}: {kern:?} bits differ");
+                            // The many-row path (row blocks) gives the same
+                            // bits as the few-row one (panels), any rows.
+                            let mut rows = vec![f32::NAN; m * n];
+                            p.rows_into(&x, &mut rows, kern);
+                            assert_eq!(got, rows, "k={k} n={n} m={m}: {kern:?} row path");
                         }
                     }
                 }
@@ -2288,13 +2654,20 @@ mod tests {
     /// A small random transformer (grouped-query attention, attention bias,
     /// an MLP width that is not a multiple of the panel, window 5).
     fn small_transformer() -> Transformer {
+        small_transformer_window(5, 8)
+    }
+
+    /// [`small_transformer`] with sliding window `window` and head dim `hd`
+    /// (4 heads, 2 key/value groups).
+    fn small_transformer_window(window: usize, hd: usize) -> Transformer {
         use super::super::conv_cpu::tests::rand;
-        let cfg: MimiConfig = serde_json::from_str(
-            r#"{"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
-                "intermediate_size": 40, "sliding_window": 5, "num_hidden_layers": 2,
-                "attention_bias": true}"#,
-        )
+        let cfg: MimiConfig = serde_json::from_str(&format!(
+            r#"{{"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "intermediate_size": 40, "sliding_window": {window}, "num_hidden_layers": 2,
+                "attention_bias": true, "head_dim": {hd}}}"#
+        ))
         .unwrap();
+        let (qn, kn) = (4 * hd, 2 * hd);
         let mut ts = HashMap::new();
         let mut seed = 11u64;
         let mut put = |name: String, shape: &[usize], scale: f32, shift: f32| {
@@ -2306,10 +2679,10 @@ mod tests {
         for l in 0..2 {
             let p = format!("layers.{l}");
             for (name, o, i) in [
-                ("self_attn.q_proj", 32, 32),
-                ("self_attn.k_proj", 16, 32),
-                ("self_attn.v_proj", 16, 32),
-                ("self_attn.o_proj", 32, 32),
+                ("self_attn.q_proj", qn, 32),
+                ("self_attn.k_proj", kn, 32),
+                ("self_attn.v_proj", kn, 32),
+                ("self_attn.o_proj", 32, qn),
             ] {
                 put(format!("{p}.{name}.weight"), &[o, i], 0.3, 0.0);
                 put(format!("{p}.{name}.bias"), &[o], 0.1, 0.0);
@@ -2363,6 +2736,66 @@ mod tests {
         let both = tr.forward_with(&xs, 0, None, false).unwrap();
         let e = max_abs(&stream(&xs, 3, true), &both);
         assert!(e < 1e-5, "batch 2: {e}");
+    }
+
+    /// The fused transformer over a whole sequence (fresh rings, many rows:
+    /// row-parallel products, norms and GELU) gives exactly the bits of
+    /// streaming it through the fused step in pushes of 1, 2, 3, 7 and 16
+    /// frames, with windows longer and shorter than the keys' 64-wide
+    /// register blocks and head dims 8, 64 and 80 (the property that keeps
+    /// streaming codes identical to whole-file codes); and stays within 1e-5
+    /// of the candle path.
+    #[test]
+    fn fused_whole_equals_fused_stream_bits() {
+        use super::super::conv_cpu::tests::rand;
+        let n = 150;
+        for (window, hd) in [(5usize, 8usize), (80, 64), (150, 80), (100, 8)] {
+            let tr = small_transformer_window(window, hd);
+            let xs = Tensor::from_vec(rand(n * 32, 21), (1, n, 32), &Device::Cpu).unwrap();
+            let whole = tr.forward_with(&xs, 0, None, true).unwrap();
+            let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for chunk in [1usize, 2, 3, 7, 16] {
+                let mut kv = vec![KvCache::default(); 2];
+                let mut outs = Vec::new();
+                for t0 in (0..n).step_by(chunk) {
+                    let c = chunk.min(n - t0);
+                    let piece = xs.narrow(1, t0, c).unwrap();
+                    outs.push(tr.forward_with(&piece, t0, Some(&mut kv), true).unwrap());
+                }
+                let streamed = Tensor::cat(&outs, 1).unwrap();
+                assert_eq!(
+                    bits(&streamed),
+                    bits(&whole),
+                    "window {window} hd {hd} chunk {chunk}: streamed bits differ"
+                );
+            }
+            let plain = tr.forward_with(&xs, 0, None, false).unwrap();
+            let e = max_abs(&whole, &plain);
+            assert!(e < 1e-5, "window {window} hd {hd}: fused vs candle {e}");
+        }
+    }
+
+    /// The fused GELU gives candle's `gelu_erf` bits.
+    #[test]
+    fn gelu_equals_candle_bits() {
+        let mut x: Vec<f32> = (0..20_000).map(|i| (i as f32 - 10_000.0) * 1e-3).collect();
+        x.extend([0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, 1e5, -1e5]);
+        let want = Tensor::from_slice(&x, x.len(), &Device::Cpu)
+            .unwrap()
+            .gelu_erf()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for par in [false, true] {
+            let mut got = x.clone();
+            gelu_erf_in_place(par, &mut got);
+            let (g, w): (Vec<u32>, Vec<u32>) = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a.to_bits(), b.to_bits()))
+                .unzip();
+            assert_eq!(g, w, "par {par}");
+        }
     }
 
     #[test]
