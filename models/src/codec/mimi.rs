@@ -28,6 +28,25 @@ use std::time::{Duration, Instant};
 /// above the few-frame path, so whole-file keeps the direct kernel).
 const SEANET_PIECE: usize = 24_000;
 
+/// Samples per piece of whole-file SEANet encoding after the time-blocked
+/// front (3 s at 24 kHz: the deep layers' weights are read once per piece,
+/// and 3 s measured 5% faster whole-file encode than 1 s, and above 10 s in
+/// one piece).
+const SEANET_ENCODE_PIECE: usize = 72_000;
+
+/// Samples per piece of whole-file SEANet encoding: `VOXTOK_MIMI_PIECE`
+/// (read once) or [`SEANET_ENCODE_PIECE`]; for tuning A/B runs.
+fn seanet_piece() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("VOXTOK_MIMI_PIECE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(SEANET_ENCODE_PIECE)
+    })
+}
+
 /// The fields of `MimiConfig` that shape the network.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MimiConfig {
@@ -354,10 +373,14 @@ struct KvCache {
     ring: KvRing,
 }
 
+/// Spare slots at the end of each transposed key row (one register block of
+/// keys), so that score blocks never need a scalar tail.
+const KT_PAD: usize = 64;
+
 /// The last frames' keys and values, `[cap][kv_heads·head_dim]` each,
 /// frame `p` at slot `p % cap`; the keys also transposed,
-/// `[kv_heads][head_dim][cap]`, so that a query's scores over many keys
-/// vectorize across the keys.
+/// `[kv_heads][head_dim][cap + KT_PAD]`, so that a query's scores over many
+/// keys vectorize across the keys.
 #[derive(Debug, Clone, Default)]
 struct KvRing {
     cap: usize,
@@ -378,7 +401,7 @@ impl KvRing {
         let need = window + t;
         if self.cap < need || self.width != width || self.hd != hd {
             let mut nk = vec![0f32; need * width];
-            let mut nkt = vec![0f32; need * width];
+            let mut nkt = vec![0f32; (need + KT_PAD) * width];
             let mut nv = vec![0f32; need * width];
             if self.width == width && self.hd == hd {
                 for p in self.total - self.total.min(self.cap)..self.total {
@@ -387,7 +410,7 @@ impl KvRing {
                     nk[b..b + width].copy_from_slice(&self.k[a..a + width]);
                     nv[b..b + width].copy_from_slice(&self.v[a..a + width]);
                     for r in 0..width {
-                        nkt[r * need + ns] = self.kt[r * self.cap + os];
+                        nkt[r * (need + KT_PAD) + ns] = self.kt[r * (self.cap + KT_PAD) + os];
                     }
                 }
             }
@@ -403,7 +426,7 @@ impl KvRing {
                 self.k[dst..dst + hd].copy_from_slice(&k[src..src + hd]);
                 self.v[dst..dst + hd].copy_from_slice(&v[src..src + hd]);
                 for (d, &kv) in k[src..src + hd].iter().enumerate() {
-                    self.kt[(g * hd + d) * self.cap + s] = kv;
+                    self.kt[(g * hd + d) * (self.cap + KT_PAD) + s] = kv;
                 }
             }
         }
@@ -555,26 +578,19 @@ impl KvRing {
             let mut j0 = 0;
             for &(s0, n) in &runs {
                 let dst = &mut s[j0..j0 + n];
-                // 64 keys at a time in registers, then the rest in memory.
-                let mut j = 0;
-                while j + K64 <= n {
+                // 64 keys at a time in registers (a row has `KT_PAD` spare
+                // slots, so the last block may run past the run's end).
+                let kst = self.cap + KT_PAD;
+                for j in (0..n).step_by(K64) {
                     let mut acc = [0f32; K64];
                     for (d, &qd) in qv.iter().enumerate() {
-                        let row = &self.kt[(g * hd + d) * self.cap + s0 + j..][..K64];
+                        let row = &self.kt[(g * hd + d) * kst + s0 + j..][..K64];
                         for (a, &kv) in acc.iter_mut().zip(row) {
                             *a = qd.mul_add(kv, *a);
                         }
                     }
-                    dst[j..j + K64].copy_from_slice(&acc);
-                    j += K64;
-                }
-                let dst = &mut dst[j..];
-                dst.fill(0.0);
-                for (d, &qd) in qv.iter().enumerate() {
-                    let row = &self.kt[(g * hd + d) * self.cap + s0 + j..][..dst.len()];
-                    for (a, &kv) in dst.iter_mut().zip(row) {
-                        *a = qd.mul_add(kv, *a);
-                    }
+                    let w = K64.min(n - j);
+                    dst[j..j + w].copy_from_slice(&acc[..w]);
                 }
                 j0 += n;
             }
@@ -1502,23 +1518,126 @@ fn add_scaled(par: bool, x: &mut [f32], y: &[f32], scale: &[f32]) {
     });
 }
 
-/// candle's `gelu_erf` on f32, element by element with candle's own `erf`
-/// (`(erf(v/√2) + 1) · 0.5 · v`: the same bits), blocks in parallel when
-/// `par`.
+/// candle's `gelu_erf` on f32 (`(erf(v/√2) + 1) · 0.5 · v` with candle's
+/// `erf`, libm's `erff`): the same bits, 16 values at a time through
+/// [`erff_near`] where `|v/√2| < 1.25` and libm's `erff` elsewhere; blocks in
+/// parallel when `par`.
 fn gelu_erf_in_place(par: bool, f: &mut [f32]) {
     use rayon::prelude::*;
     let each = |b: &mut [f32]| {
-        for v in b {
-            *v = (candle_core::cpu::erf::erf_f32(*v * std::f32::consts::FRAC_1_SQRT_2) + 1.)
-                * 0.5
-                * *v;
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature is present.
+            return unsafe { gelu_avx512(b) };
         }
+        gelu_any(b)
     };
     if par {
         f.par_chunks_mut(8192).for_each(each);
     } else {
         each(f);
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gelu_avx512(f: &mut [f32]) {
+    gelu_any(f)
+}
+
+#[inline(always)]
+fn gelu_any(f: &mut [f32]) {
+    const L: usize = 16;
+    let exact = |v: f32| {
+        (candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * v
+    };
+    let mut chunks = f.chunks_exact_mut(L);
+    for c in &mut chunks {
+        let mut e = [0f32; L];
+        let mut far = false;
+        for (e, &v) in e.iter_mut().zip(c.iter()) {
+            let (y, near) = erff_near(v * std::f32::consts::FRAC_1_SQRT_2);
+            *e = y;
+            far |= !near;
+        }
+        if far {
+            for (e, &v) in e.iter_mut().zip(c.iter()) {
+                if !erff_near(v * std::f32::consts::FRAC_1_SQRT_2).1 {
+                    *e = candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2);
+                }
+            }
+        }
+        for (v, &e) in c.iter_mut().zip(&e) {
+            // (e + 1) · 0.5 · v, the product in that order.
+            *v *= (e + 1.) * 0.5;
+        }
+    }
+    for v in chunks.into_remainder() {
+        *v = exact(*v);
+    }
+}
+
+/// libm's `erff` (FreeBSD `s_erff.c`) for `|x| < 1.25`, branch-free: the
+/// same operations in the same order (so the same bits); the flag is false
+/// where `|x| ≥ 1.25` or `x` is not finite (the value is then unused).
+#[inline(always)]
+#[allow(clippy::excessive_precision)]
+fn erff_near(x: f32) -> (f32, bool) {
+    const ERX: f32 = 8.450_629_115_1e-1;
+    const EFX8: f32 = 1.027_033_329;
+    const PP: [f32; 5] = [
+        1.283_791_661_3e-1,
+        -3.250_420_987_6e-1,
+        -2.848_174_981_8e-2,
+        -5.770_270_247e-3,
+        -2.376_301_745_2e-5,
+    ];
+    const QQ: [f32; 5] = [
+        3.979_172_110_6e-1,
+        6.502_225_25e-2,
+        5.081_306_211_7e-3,
+        1.324_947_370_4e-4,
+        -3.960_228_241_3e-6,
+    ];
+    const PA: [f32; 7] = [
+        -2.362_118_568_3e-3,
+        4.148_561_060_4e-1,
+        -3.722_078_800_2e-1,
+        3.183_466_196_1e-1,
+        -1.108_946_949_2e-1,
+        3.547_830_507_2e-2,
+        -2.166_375_517_8e-3,
+    ];
+    const QA: [f32; 6] = [
+        1.064_208_820_5e-1,
+        5.403_979_420_7e-1,
+        7.182_865_589_9e-2,
+        1.261_712_163_7e-1,
+        1.363_708_358_3e-2,
+        1.198_450_010_3e-2,
+    ];
+    let ix = x.to_bits() & 0x7fff_ffff;
+    // |x| < 0.84375
+    let z = x * x;
+    let r = PP[0] + z * (PP[1] + z * (PP[2] + z * (PP[3] + z * PP[4])));
+    let s = 1.0 + z * (QQ[0] + z * (QQ[1] + z * (QQ[2] + z * (QQ[3] + z * QQ[4]))));
+    let y = r / s;
+    let small = x + x * y;
+    let tiny = 0.125 * (8.0 * x + EFX8 * x);
+    // 0.84375 <= |x| < 1.25: 1 - erfc1(x), signed
+    let s = f32::from_bits(ix) - 1.0;
+    let p = PA[0] + s * (PA[1] + s * (PA[2] + s * (PA[3] + s * (PA[4] + s * (PA[5] + s * PA[6])))));
+    let q = 1.0 + s * (QA[0] + s * (QA[1] + s * (QA[2] + s * (QA[3] + s * (QA[4] + s * QA[5])))));
+    let mid = 1.0 - (1.0 - ERX - p / q);
+    let mid = if x.to_bits() >> 31 != 0 { -mid } else { mid };
+    let y = if ix < 0x3180_0000 {
+        tiny
+    } else if ix < 0x3f58_0000 {
+        small
+    } else {
+        mid
+    };
+    (y, ix < 0x3fa0_0000)
 }
 
 /// Thread time per part of one whole-file fused transformer call, printed
@@ -1935,6 +2054,11 @@ impl Mimi {
 
     /// SEANet encoder output `[B, H, T/hop]` for audio `[B, T]`.
     pub fn seanet(&self, audio: &Tensor) -> Result<Tensor> {
+        self.seanet_pieced(audio, seanet_piece())
+    }
+
+    /// [`Self::seanet`] with `piece` samples per piece.
+    fn seanet_pieced(&self, audio: &Tensor, piece: usize) -> Result<Tensor> {
         let (b, t) = audio.dims2()?;
         if t == 0 {
             return Err(CodecError::BadAudio("no samples".into()));
@@ -1947,7 +2071,7 @@ impl Mimi {
         // By default the high-rate front runs time-blocked over the whole
         // signal first (same bits as layer by layer) and only the rest goes
         // through the stack in pieces (see `pieced_encode`).
-        let piece = SEANET_PIECE.max(self.cfg.hop_length());
+        let piece = piece.max(self.cfg.hop_length());
         let mode = pieced_encode();
         if b == 1
             && t > piece
@@ -2510,6 +2634,7 @@ mod tests {
     }
 
     /// Whole-file SEANet encoding through the streaming stack in pieces
+    /// (1 s, 0.4 s and the default 3 s, which on this fixture is one pass)
     /// equals one pass of the layers over the whole signal (1e-5; the
     /// fixture's deep convs see few frames per piece, so they take the
     /// few-frame product instead of the direct kernel).
@@ -2521,11 +2646,13 @@ mod tests {
             audio.dim(1).unwrap() > SEANET_PIECE,
             "the fixture must span pieces"
         );
-        let pieced = model.seanet(&audio).unwrap();
         let whole = run_layers(&model.encoder, &audio.unsqueeze(1).unwrap()).unwrap();
-        assert_eq!(pieced.dims(), whole.dims());
-        let err = max_abs(&pieced, &whole);
-        assert!(err < 1e-5, "pieced vs one-pass SEANet max abs err {err}");
+        for piece in [SEANET_PIECE, 9600, SEANET_ENCODE_PIECE] {
+            let pieced = model.seanet_pieced(&audio, piece).unwrap();
+            assert_eq!(pieced.dims(), whole.dims());
+            let err = max_abs(&pieced, &whole);
+            assert!(err < 1e-5, "piece {piece}: SEANet max abs err {err}");
+        }
     }
 
     /// Whole-file SEANet decoding through the streaming stack in pieces
@@ -2775,11 +2902,34 @@ mod tests {
         }
     }
 
-    /// The fused GELU gives candle's `gelu_erf` bits.
+    /// The fused GELU gives candle's `gelu_erf` bits: a dense grid, every
+    /// branch edge of libm's `erff` (±1 ulp, both signs), tiny, huge and
+    /// non-finite values, in blocks of 16 and a remainder.
     #[test]
     fn gelu_equals_candle_bits() {
         let mut x: Vec<f32> = (0..20_000).map(|i| (i as f32 - 10_000.0) * 1e-3).collect();
         x.extend([0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, 1e5, -1e5]);
+        x.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+        ]);
+        for edge in [
+            0x3180_0000u32,
+            0x3f58_0000,
+            0x3fa0_0000,
+            0x4036_db6d,
+            0x40c0_0000,
+        ] {
+            for d in -2i32..=2 {
+                let e = f32::from_bits((edge as i32 + d) as u32) * std::f32::consts::SQRT_2;
+                for v in [e, -e, e.next_up(), e.next_down()] {
+                    x.push(v);
+                }
+            }
+        }
+        x.push(0.3);
         let want = Tensor::from_slice(&x, x.len(), &Device::Cpu)
             .unwrap()
             .gelu_erf()
@@ -2789,12 +2939,12 @@ mod tests {
         for par in [false, true] {
             let mut got = x.clone();
             gelu_erf_in_place(par, &mut got);
-            let (g, w): (Vec<u32>, Vec<u32>) = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a.to_bits(), b.to_bits()))
-                .unzip();
-            assert_eq!(g, w, "par {par}");
+            for ((a, b), v) in got.iter().zip(&want).zip(&x) {
+                assert!(
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    "par {par}: gelu({v:e}) = {a:e}, candle {b:e}"
+                );
+            }
         }
     }
 
