@@ -186,9 +186,18 @@ fn load_convt(
     )?;
     Ok(if cfg.norm_type == "time_group_norm" {
         c.with_norm(candle_nn::group_norm(1, cout, 1e-5, vb.pp("norm"))?)
+    } else if winograd_enabled() {
+        c.with_winograd()?
     } else {
         c
     })
+}
+
+/// False when `VOXTOK_ENCODEC_WINOGRAD=0` (read once): the decoder's wide
+/// transposed convs then run in the direct polyphase form (other rounding).
+fn winograd_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VOXTOK_ENCODEC_WINOGRAD").map_or(true, |v| v != "0"))
 }
 
 /// SEANet residual block with EnCodec's convs.

@@ -389,6 +389,8 @@ pub struct ConvT {
     /// stride-1 direct conv with `stride·out` rows (one block of `out` per
     /// output phase) and `ceil(k/stride)` taps.
     poly: Option<Direct>,
+    /// [`ConvT::with_winograd`]: the polyphase conv's two taps as F(2, 2).
+    wino: Option<Box<Wino22>>,
     bias: Option<Tensor>,
     stride: usize,
     groups: usize,
@@ -446,6 +448,7 @@ impl ConvT {
             weight,
             taps,
             poly,
+            wino: None,
             bias,
             stride,
             groups,
@@ -459,6 +462,24 @@ impl ConvT {
     pub fn with_norm(mut self, norm: GroupNorm) -> Self {
         self.norm = Some(norm);
         self
+    }
+
+    /// Runs the whole-signal polyphase form (`k ≤ 2·stride`, from 128 input
+    /// channels, no norm) as Winograd F(2, 2): three products on half the
+    /// columns instead of two taps on all of them (3/4 of the FLOPs). The
+    /// sums are in a different order, so the output differs from the
+    /// direct form by float rounding (a few ulps of the output scale);
+    /// streaming ([`ConvT::step`]) is unchanged.
+    pub fn with_winograd(mut self) -> Result<Self> {
+        let (_, _, k) = self.weight.dims3()?;
+        if self.poly.is_some() && self.norm.is_none() && k.div_ceil(self.stride) == 2 {
+            let b = match &self.taps {
+                Some((_, b)) => b.clone(),
+                None => return Ok(self),
+            };
+            self.wino = Wino22::new(&self.weight, &b, self.stride)?.map(Box::new);
+        }
+        Ok(self)
     }
 
     /// The untrimmed transposed conv `[B, Cout, (T-1)·stride + k]`, no bias.
@@ -581,6 +602,11 @@ impl ConvT {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if let Some(w) = &self.wino {
+            if let Some(ys) = w.forward(xs, self.trim_left, self.trim_right)? {
+                return Ok(ys);
+            }
+        }
         if let Some(ys) = self.forward_poly(xs)? {
             return Ok(ys);
         }
@@ -665,6 +691,146 @@ fn poly_direct(weight: &Tensor, b: &[f32], stride: usize) -> Result<Option<Direc
         1,
         1,
     )
+}
+
+/// A two-tap polyphase transposed conv (`k ≤ 2·stride`) as Winograd
+/// F(2, 2). The polyphase conv is `p[u] = A·x'[u] + B·x'[u + 1]` over the
+/// input zero-padded by one on each side (`A`, `B`: `[stride·out, in]`,
+/// rows `r·out + co` for phase `r`). Two neighbouring columns `u = 2v, 2v + 1`
+/// come from three products on `v` alone:
+/// `m1 = A·(x'[2v] − x'[2v+1])`, `m2 = (A + B)·x'[2v+1] + bias`,
+/// `m3 = B·(x'[2v+2] − x'[2v+1])`; `p[2v] = m1 + m2`, `p[2v+1] = m2 + m3`.
+#[derive(Debug, Clone)]
+struct Wino22 {
+    /// 1x1 direct convs for `A`, `A + B` (with the bias) and `B`.
+    d: [Direct; 3],
+    stride: usize,
+    cout: usize,
+    k: usize,
+}
+
+impl Wino22 {
+    /// From a transposed conv's `weight` `[in, out, k]` and bias `b`;
+    /// `None` where [`Direct`] is not built.
+    fn new(weight: &Tensor, b: &[f32], stride: usize) -> Result<Option<Self>> {
+        let (cin, cout, k) = weight.dims3()?;
+        assert!(k.div_ceil(stride) == 2, "F(2, 2) needs two polyphase taps");
+        let w = weight.flatten_all()?.to_vec1::<f32>()?;
+        let rows = stride * cout;
+        // Tap q = 0 (A) reads kernel index r + s, q = 1 (B) index r.
+        let tap = |co: usize, ci: usize, j: usize| -> f64 {
+            if j < k {
+                w[(ci * cout + co) * k + j] as f64
+            } else {
+                0.0
+            }
+        };
+        let (mut a, mut ab, mut bb) = (
+            vec![0f32; rows * cin],
+            vec![0f32; rows * cin],
+            vec![0f32; rows * cin],
+        );
+        for r in 0..stride {
+            for co in 0..cout {
+                for ci in 0..cin {
+                    let i = (r * cout + co) * cin + ci;
+                    let (wa, wb) = (tap(co, ci, r + stride), tap(co, ci, r));
+                    a[i] = wa as f32;
+                    bb[i] = wb as f32;
+                    ab[i] = (wa + wb) as f32;
+                }
+            }
+        }
+        let bias: Vec<f32> = (0..stride).flat_map(|_| b.iter().copied()).collect();
+        let dev = weight.device();
+        let mk = |w: Vec<f32>, bias: Option<&Tensor>| {
+            Direct::new(&Tensor::from_vec(w, (rows, cin, 1), dev)?, bias, 1, 1)
+        };
+        let bias = Tensor::from_vec(bias, rows, dev)?;
+        let (Some(da), Some(dab), Some(db)) = (mk(a, None)?, mk(ab, Some(&bias))?, mk(bb, None)?)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            d: [da, dab, db],
+            stride,
+            cout,
+            k,
+        }))
+    }
+
+    /// The trimmed output plus bias of the transposed conv of `xs`
+    /// `[B, in, T]` (CPU f32); `None` otherwise.
+    fn forward(&self, xs: &Tensor, trim_left: usize, trim_right: usize) -> Result<Option<Tensor>> {
+        use rayon::prelude::*;
+        let (b, cin, t) = xs.dims3()?;
+        if t == 0 || !xs.device().is_cpu() || xs.dtype() != DType::F32 || cin != self.d[0].cin {
+            return Ok(None);
+        }
+        let (s, cout) = (self.stride, self.cout);
+        let rows = s * cout;
+        // Polyphase columns u < n = t + 1; F(2, 2) columns v < nv.
+        let nv = (t + 1).div_ceil(2);
+        let n_out = (t - 1) * s + self.k - trim_left - trim_right;
+        let xs = xs.contiguous()?;
+        let mut y = vec![0f32; b * cout * n_out];
+        let mut dx = vec![0f32; 3 * cin * nv];
+        let mut m = vec![0f32; 3 * rows * nv];
+        let done = conv_cpu::with_f32(&xs, |x| {
+            for (xb, yb) in x
+                .chunks_exact(cin * t)
+                .zip(y.chunks_exact_mut(cout * n_out))
+            {
+                // x'[i] = x[i − 1] inside, 0 outside.
+                let (d0, rest) = dx.split_at_mut(cin * nv);
+                let (d1, d2) = rest.split_at_mut(cin * nv);
+                d0.par_chunks_mut(nv)
+                    .zip(d1.par_chunks_mut(nv))
+                    .zip(d2.par_chunks_mut(nv))
+                    .zip(xb.par_chunks_exact(t))
+                    .for_each(|(((d0, d1), d2), row)| {
+                        let xp = |i: usize| if i >= 1 && i <= t { row[i - 1] } else { 0.0 };
+                        for v in 0..nv {
+                            let (a, c, e) = (xp(2 * v), xp(2 * v + 1), xp(2 * v + 2));
+                            d0[v] = a - c;
+                            d1[v] = c;
+                            d2[v] = e - c;
+                        }
+                    });
+                for (j, (d, mj)) in self.d.iter().zip(m.chunks_exact_mut(rows * nv)).enumerate() {
+                    d.run(
+                        &dx[j * cin * nv..(j + 1) * cin * nv],
+                        nv,
+                        mj,
+                        nv,
+                        false,
+                        None,
+                    );
+                }
+                let (m1, rest) = m.split_at(rows * nv);
+                let (m2, m3) = rest.split_at(rows * nv);
+                // Output o = u·s + r − trim_left is phase r of column u.
+                let (u0, u1) = (trim_left / s, (trim_left + n_out - 1) / s);
+                yb.par_chunks_mut(n_out).enumerate().for_each(|(co, out)| {
+                    for u in u0..=u1 {
+                        let (v, even) = (u / 2, u % 2 == 0);
+                        let (a, c) = if even { (m1, m2) } else { (m2, m3) };
+                        let base = u * s;
+                        let r0 = trim_left.saturating_sub(base);
+                        let r1 = (trim_left + n_out - base).min(s);
+                        for r in r0..r1 {
+                            let i = (r * cout + co) * nv + v;
+                            out[base + r - trim_left] = a[i] + c[i];
+                        }
+                    }
+                });
+            }
+        });
+        if done.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Tensor::from_vec(y, (b, cout, n_out), xs.device())?))
+    }
 }
 
 /// ELU (alpha 1): `x` for `x > 0`, else `exp(x) - 1`. On CPU in f32 with
@@ -2104,6 +2270,117 @@ mod tests {
                 let err = max_abs(&a, &b);
                 assert!(err < 1e-4, "full cin={cin} k={k} s={stride} t={t}: {err}");
             }
+        }
+    }
+
+    /// The F(2, 2) transposed conv equals the polyphase direct one within
+    /// float rounding (relative to the output scale), over kernels of
+    /// exactly two and fewer than two polyphase taps, causal and centred
+    /// trims, batch 1 and 2, odd and even lengths; it declines where the
+    /// polyphase form has more than two taps.
+    #[test]
+    fn convt_winograd_close_to_poly() {
+        if !has_avx2_fma() {
+            return;
+        }
+        let dev = Device::Cpu;
+        let mut ran = 0;
+        for (cin, cout, k, stride, causal) in [
+            (128, 5, 4, 2, true),
+            (128, 9, 10, 5, false),
+            (130, 3, 7, 4, true),
+            (144, 17, 3, 2, false),
+            (128, 4, 16, 8, true),
+            (128, 4, 9, 4, true),
+        ] {
+            let w = Tensor::randn(0f32, 1.0, (cin, cout, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
+            let mut map = std::collections::HashMap::new();
+            map.insert("conv.weight".to_string(), w);
+            map.insert("conv.bias".to_string(), b);
+            let vb = VarBuilder::from_tensors(map, DType::F32, &dev);
+            let poly = ConvT::load(causal, 1.0, vb, cin, cout, k, stride, 1, true).unwrap();
+            let wino = poly.clone().with_winograd().unwrap();
+            assert_eq!(
+                wino.wino.is_some(),
+                k.div_ceil(stride) == 2,
+                "k={k} s={stride}"
+            );
+            if wino.wino.is_none() {
+                continue;
+            }
+            for bs in [1, 2] {
+                for t in [1usize, 2, 3, 4, 7, 33, 100, 257] {
+                    let x = Tensor::randn(0f32, 1.0, (bs, cin, t), &dev).unwrap();
+                    let (a, want) = (wino.forward(&x).unwrap(), poly.forward(&x).unwrap());
+                    assert_eq!(a.dims(), want.dims());
+                    let scale = want
+                        .abs()
+                        .unwrap()
+                        .max_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    let err = max_abs(&a, &want);
+                    assert!(
+                        err <= 2e-6 * scale,
+                        "cin={cin} k={k} s={stride} t={t} b={bs}: {err} (scale {scale})"
+                    );
+                    ran += 1;
+                }
+            }
+        }
+        assert_eq!(ran, 5 * 2 * 8);
+    }
+
+    /// Speed probe (ignored): EnCodec's two wide decoder transposed convs
+    /// (10 s), polyphase direct vs F(2, 2), best of 7 on one thread (CPU time).
+    #[test]
+    #[ignore]
+    fn convt_winograd_speed() {
+        let dev = Device::Cpu;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        for (cin, cout, k, stride, t) in [(512, 256, 16, 8, 750), (256, 128, 10, 5, 6000)] {
+            let w = (Tensor::randn(0f32, 1.0, (cin, cout, k), &dev).unwrap() * 0.05).unwrap();
+            let b = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
+            let mut map = std::collections::HashMap::new();
+            map.insert("conv.weight".to_string(), w);
+            map.insert("conv.bias".to_string(), b);
+            let vb = VarBuilder::from_tensors(map, DType::F32, &dev);
+            let poly = ConvT::load(true, 1.0, vb, cin, cout, k, stride, 1, true).unwrap();
+            let wino = poly.clone().with_winograd().unwrap();
+            let x = Tensor::randn(0f32, 1.0, (1, cin, t), &dev).unwrap();
+            // Thread CPU time (the machine may be busy).
+            #[repr(C)]
+            struct Ts {
+                s: i64,
+                ns: i64,
+            }
+            extern "C" {
+                fn clock_gettime(clk: i32, ts: *mut Ts) -> i32;
+            }
+            let cpu_ms = || {
+                let mut ts = Ts { s: 0, ns: 0 };
+                // SAFETY: CLOCK_THREAD_CPUTIME_ID (3) into a timespec.
+                unsafe { clock_gettime(3, &mut ts) };
+                ts.s as f64 * 1e3 + ts.ns as f64 * 1e-6
+            };
+            let best = |c: &ConvT| {
+                pool.install(|| {
+                    (0..7)
+                        .map(|_| {
+                            let t0 = cpu_ms();
+                            c.forward(&x).unwrap();
+                            cpu_ms() - t0
+                        })
+                        .fold(f64::MAX, f64::min)
+                })
+            };
+            let (a, b) = (best(&poly), best(&wino));
+            eprintln!("convT {cin}->{cout} k{k}/{stride} T {t}: poly {a:.2} ms, F(2,2) {b:.2} ms ({:.2}x)", a / b);
         }
     }
 
