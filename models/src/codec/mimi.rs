@@ -836,6 +836,8 @@ impl Transformer {
     /// positions `offset..`, in place: packed products, norms, RoPE and
     /// layer scales in plain loops, keys/values through the rings (the
     /// candle path's arithmetic apart from the products' summation order).
+    /// `caches` holds one ring per layer, or a single scratch ring that a
+    /// whole sequence (no past) reuses for every layer.
     fn forward_fused(
         &self,
         fast: &[FastLayer],
@@ -856,7 +858,14 @@ impl Transformer {
         let mut qkv = vec![0f32; t * nq];
         let mut f = vec![0f32; t * nf];
         let (mut q, mut k, mut v, mut y) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for ((layer, fl), cache) in self.layers.iter().zip(fast).zip(caches.iter_mut()) {
+        let shared = caches.len() == 1 && self.layers.len() > 1;
+        for (li, (layer, fl)) in self.layers.iter().zip(fast).enumerate() {
+            let cache = if shared {
+                caches[0].ring.total = 0;
+                &mut caches[0]
+            } else {
+                &mut caches[li]
+            };
             let a = &layer.attn;
             let (heads, kvh, hd) = (a.heads, a.kv_heads, a.head_dim);
             for_rows(par, x, &mut h, c, c, |src, dst| {
@@ -866,28 +875,42 @@ impl Transformer {
             let nq = fl.qkv.n;
             fl.qkv.forward(&h, t, &mut qkv[..t * nq]);
             prof.mark(1);
-            // RoPE into the `[heads, t, hd]` layouts the ring takes.
+            // RoPE into the `[heads, t, hd]` layouts the ring takes (heads
+            // in parallel when `par`).
             q.resize(heads * t * hd, 0.0);
             k.resize(kvh * t * hd, 0.0);
             v.resize(kvh * t * hd, 0.0);
-            for i in 0..t {
-                let row = &qkv[i * nq..(i + 1) * nq];
-                let (cs, sn) = (
-                    &cos[i * half..(i + 1) * half],
-                    &sin[i * half..(i + 1) * half],
-                );
-                for hh in 0..heads {
-                    rope_into(
-                        &row[hh * hd..][..hd],
-                        cs,
-                        sn,
-                        &mut q[(hh * t + i) * hd..][..hd],
-                    );
-                }
-                for g in 0..kvh {
-                    let dst = (g * t + i) * hd;
-                    rope_into(&row[(heads + g) * hd..][..hd], cs, sn, &mut k[dst..][..hd]);
-                    v[dst..dst + hd].copy_from_slice(&row[(heads + kvh + g) * hd..][..hd]);
+            {
+                use rayon::prelude::*;
+                let (qkv, cos, sin) = (&qkv, &cos, &sin);
+                let fill = |col: usize, rotate: bool| {
+                    move |(hh, out): (usize, &mut [f32])| {
+                        for (i, dst) in out.chunks_exact_mut(hd).enumerate() {
+                            let src = &qkv[i * nq + col + hh * hd..][..hd];
+                            if rotate {
+                                let (cs, sn) = (&cos[i * half..][..half], &sin[i * half..][..half]);
+                                rope_into(src, cs, sn, dst);
+                            } else {
+                                dst.copy_from_slice(src);
+                            }
+                        }
+                    }
+                };
+                let parts = [
+                    (&mut q, 0, true),
+                    (&mut k, heads * hd, true),
+                    (&mut v, (heads + kvh) * hd, false),
+                ];
+                for (buf, col, rotate) in parts {
+                    if par {
+                        buf.par_chunks_mut(t * hd)
+                            .enumerate()
+                            .for_each(fill(col, rotate));
+                    } else {
+                        buf.chunks_mut(t * hd)
+                            .enumerate()
+                            .for_each(fill(col, rotate));
+                    }
                 }
             }
             prof.mark(2);
@@ -1002,8 +1025,10 @@ impl Transformer {
                     let mut own;
                     let kv = match caches.as_deref_mut() {
                         Some(kv) => kv,
+                        // A whole sequence keeps no keys: one scratch ring,
+                        // emptied before each layer.
                         None => {
-                            own = vec![KvCache::default(); self.layers.len()];
+                            own = vec![KvCache::default(); 1];
                             &mut own
                         }
                     };
