@@ -566,12 +566,14 @@ pub struct Dac {
 impl Dac {
     /// Loads `config.json` + safetensors from `dir` (float32).
     pub fn load(dir: &ModelDir, device: &Device) -> Result<Self> {
-        Self::load_with(dir, device, enc_winograd_m(), winograd::env_m(WINOGRAD_M))
+        let dec_m = winograd::env_ms("VOXTOK_DAC_WINOGRAD", &[WINOGRAD_M]);
+        Self::load_with(dir, device, enc_winograd_m(), &dec_m)
     }
 
     /// [`Dac::load`] with the Winograd tiles of the encoder's and the
-    /// decoder's k = 7 residual convs given (0: per-tap GEMMs; CPU only).
-    fn load_with(dir: &ModelDir, device: &Device, enc_m: usize, dec_m: usize) -> Result<Self> {
+    /// decoder's k = 7 residual convs given (0: per-tap GEMMs; CPU only):
+    /// `dec_m` one per decoder block, the last one repeated.
+    fn load_with(dir: &ModelDir, device: &Device, enc_m: usize, dec_m: &[usize]) -> Result<Self> {
         let cfg: DacConfig = dir.config()?;
         if cfg.downsampling_ratios.is_empty() || cfg.n_codebooks == 0 {
             return Err(CodecError::Config {
@@ -602,13 +604,8 @@ impl Dac {
             .iter()
             .enumerate()
             .map(|(i, &s)| {
-                Block::load_dec(
-                    dv.pp(format!("block.{i}")),
-                    dh >> i,
-                    dh >> (i + 1),
-                    s,
-                    dec_m,
-                )
+                let m = dec_m[i.min(dec_m.len() - 1)];
+                Block::load_dec(dv.pp(format!("block.{i}")), dh >> i, dh >> (i + 1), s, m)
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let out_dim = dh >> ups.len();
@@ -867,15 +864,15 @@ mod tests {
     /// identical to transformers' in both modes.
     #[test]
     fn encoder_winograd_equals_per_tap() {
-        let dec_m = winograd::env_m(WINOGRAD_M);
+        let dec_m = winograd::env_ms("VOXTOK_DAC_WINOGRAD", &[WINOGRAD_M]);
         for (name, sigs) in [
             ("dac", &["chirp", "noise", "speech"][..]),
             ("dac24", &["chirp", "speech"][..]),
             ("dac44", &["chirp", "speech"][..]),
         ] {
             let dir = ModelDir::open(test_util::fixture_dir(name)).unwrap();
-            let tap = Dac::load_with(&dir, &Device::Cpu, 0, dec_m).unwrap();
-            let wino = Dac::load_with(&dir, &Device::Cpu, 2, dec_m).unwrap();
+            let tap = Dac::load_with(&dir, &Device::Cpu, 0, &dec_m).unwrap();
+            let wino = Dac::load_with(&dir, &Device::Cpu, 2, &dec_m).unwrap();
             let refs = test_util::refs(name);
             for sig in sigs {
                 let audio = refs[&format!("{sig}.audio")].unsqueeze(0).unwrap();

@@ -271,6 +271,21 @@ const PIECE: usize = 256;
 /// far as needed on the right): `dph[j·d + r] = x_pad[(j·m + ph)·d + r]`.
 fn split_phase(row: &[f32], pad: usize, m: usize, d: usize, ph: usize, dph: &mut [f32]) {
     let t_in = row.len();
+    if d == 1 {
+        // dph[j] = x_pad[j·m + ph]: zeros, a strided run of the row, zeros.
+        let lo = pad.saturating_sub(ph).div_ceil(m).min(dph.len());
+        let hi = (t_in + pad)
+            .saturating_sub(ph)
+            .div_ceil(m)
+            .clamp(lo, dph.len());
+        dph[..lo].fill(0.0);
+        if lo < hi {
+            let src = row[lo * m + ph - pad..].iter().step_by(m);
+            dph[lo..hi].iter_mut().zip(src).for_each(|(v, &x)| *v = x);
+        }
+        dph[hi..].fill(0.0);
+        return;
+    }
     for (jb, blk) in dph.chunks_mut(d).enumerate() {
         let j0 = (jb * m + ph) * d;
         if j0 >= pad && j0 - pad + blk.len() <= t_in {
@@ -489,18 +504,18 @@ impl Winograd {
                     }
                 };
                 if d == 1 {
-                    // Column c + k holds the m consecutive outputs (c + k)·m + i.
-                    let mut vals = [0f32; MAX_POINTS];
-                    for k in 0..len {
-                        let o = (c + k) * m;
-                        if o >= n_out {
-                            break;
-                        }
-                        let cnt = m.min(n_out - o);
-                        for (i, v) in vals[..cnt].iter_mut().enumerate() {
-                            *v = tmp[i * PIECE + k];
-                        }
-                        put(o, &vals[..cnt]);
+                    // Column c + k holds the m consecutive outputs (c + k)·m + i:
+                    // one contiguous run of outputs, interleaved from tmp.
+                    let o0 = c * m;
+                    if o0 >= n_out {
+                        continue;
+                    }
+                    let cnt = (len * m).min(n_out - o0);
+                    let dst = std::slice::from_raw_parts_mut(yr.add(o0), cnt);
+                    match m {
+                        2 => interleave::<2>(&tmp, dst, bias, keep),
+                        3 => interleave::<3>(&tmp, dst, bias, keep),
+                        _ => interleave_any(&tmp, m, dst, bias, keep),
                     }
                     continue;
                 }
@@ -524,13 +539,51 @@ impl Winograd {
     }
 }
 
-/// The tile size F(m, ·) asked for by `VOXTOK_DAC_WINOGRAD` (`0` = off,
-/// the plain per-tap conv), else `default`.
-pub fn env_m(default: usize) -> usize {
-    std::env::var("VOXTOK_DAC_WINOGRAD")
+/// `dst[k·M + i] (+)= bias + tmp[i·PIECE + k]` (`+=` when `keep`): the
+/// outputs of F(M, ·) tiles at dilation 1, as `output_transform` stores them.
+#[inline(always)]
+fn interleave<const M: usize>(tmp: &[f32], dst: &mut [f32], bias: f32, keep: bool) {
+    let full = dst.len() / M;
+    let (head, tail) = dst.split_at_mut(full * M);
+    let rows: [&[f32]; M] = std::array::from_fn(|i| &tmp[i * PIECE..i * PIECE + full]);
+    if keep {
+        for (k, out) in head.chunks_exact_mut(M).enumerate() {
+            for (i, y) in out.iter_mut().enumerate() {
+                *y += bias + rows[i][k];
+            }
+        }
+    } else {
+        for (k, out) in head.chunks_exact_mut(M).enumerate() {
+            for (i, y) in out.iter_mut().enumerate() {
+                *y = bias + rows[i][k];
+            }
+        }
+    }
+    for (i, y) in tail.iter_mut().enumerate() {
+        let v = tmp[i * PIECE + full];
+        *y = if keep { *y + (bias + v) } else { bias + v };
+    }
+}
+
+/// [`interleave`] for any `m`.
+fn interleave_any(tmp: &[f32], m: usize, dst: &mut [f32], bias: f32, keep: bool) {
+    for (j, y) in dst.iter_mut().enumerate() {
+        let v = tmp[(j % m) * PIECE + j / m];
+        *y = if keep { *y + (bias + v) } else { bias + v };
+    }
+}
+
+/// Tile sizes from env `var`: one number for every layer or a
+/// comma-separated list (one per layer, the last repeated); `default` when
+/// unset or unparsable (never empty).
+pub fn env_ms(var: &str, default: &[usize]) -> Vec<usize> {
+    let parsed: Option<Vec<usize>> = std::env::var(var)
         .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
+        .and_then(|v| v.split(',').map(|p| p.trim().parse().ok()).collect());
+    match parsed {
+        Some(v) if !v.is_empty() => v,
+        _ => default.to_vec(),
+    }
 }
 
 #[cfg(test)]
