@@ -2124,6 +2124,14 @@ impl Mimi {
                 outs.extend(st.step(layers, Some(x), false)?);
             }
             outs.extend(st.step(layers, None, true)?);
+            if profile_enabled() {
+                let parts: Vec<String> = layers
+                    .iter()
+                    .zip(st.layer_times())
+                    .map(|(l, d)| format!("{} {:.1}", l.describe(), d.as_secs_f64() * 1e3))
+                    .collect();
+                eprintln!("mimi SEANet pieced ms: {}", parts.join(", "));
+            }
             return Ok(Tensor::cat(&outs, 2)?);
         }
         Ok(run_layers(&self.encoder, &xs)?)
