@@ -464,15 +464,15 @@ impl ConvT {
         self
     }
 
-    /// Runs the whole-signal polyphase form (`k ≤ 2·stride`, from 128 input
-    /// channels, no norm) as Winograd F(2, 2): three products on half the
-    /// columns instead of two taps on all of them (3/4 of the FLOPs). The
-    /// sums are in a different order, so the output differs from the
-    /// direct form by float rounding (a few ulps of the output scale);
-    /// streaming ([`ConvT::step`]) is unchanged.
+    /// Runs the whole-signal polyphase form (`k ≤ 2·stride`, groups 1, no
+    /// norm; also in the decoder chain) as Winograd F(2, 2): three products
+    /// on half the columns instead of two taps on all of them (3/4 of the
+    /// FLOPs). The sums are in a different order, so the output differs
+    /// from the direct form by float rounding (a few ulps of the output
+    /// scale); streaming ([`ConvT::step`]) is unchanged.
     pub fn with_winograd(mut self) -> Result<Self> {
         let (_, _, k) = self.weight.dims3()?;
-        if self.poly.is_some() && self.norm.is_none() && k.div_ceil(self.stride) == 2 {
+        if self.norm.is_none() && k >= self.stride && k.div_ceil(self.stride) == 2 {
             let b = match &self.taps {
                 Some((_, b)) => b.clone(),
                 None => return Ok(self),

@@ -12,7 +12,7 @@
 //! (`conv_cpu`) and the chain as the polyphase direct conv (a different
 //! summation order: equal within float rounding, about 1e-7 relative).
 
-use super::{epilogue_avx2, fuse_enabled, ConvT, Direct, Layer, PadMode, SMALL_M};
+use super::{epilogue_avx2, fuse_enabled, ConvT, Direct, Layer, PadMode, Wino22, SMALL_M};
 use crate::runtime::SendPtr;
 use candle_core::{DType, Result, Tensor};
 use std::borrow::Cow;
@@ -23,7 +23,7 @@ use std::time::Instant;
 /// `m = ceil(k/s)` taps over the input zero-padded by `m − 1`) plus the
 /// interleave and trim.
 struct Up<'a> {
-    d: Cow<'a, Direct>,
+    d: UpKernel<'a>,
     cin: usize,
     cout: usize,
     s: usize,
@@ -31,6 +31,15 @@ struct Up<'a> {
     k: usize,
     tl: usize,
     tr: usize,
+}
+
+/// How a transposed conv's polyphase columns are computed.
+enum UpKernel<'a> {
+    /// The `m`-tap direct conv.
+    Poly(Cow<'a, Direct>),
+    /// Two taps as F(2, 2), the layer's own [`Wino22`] (so the same bits
+    /// as [`ConvT::forward`], which then runs it too).
+    Wino(&'a Wino22),
 }
 
 /// Padding of a stride-1 conv: `left` of its `span = k_eff − 1` columns on
@@ -99,7 +108,14 @@ impl Stage<'_> {
         let (lo, hi, reflect) = match self {
             Stage::Up(u) => {
                 let (u0, u1) = u.phase_cols(oa, ob);
-                (u0 as isize - (u.m as isize - 1), u1 as isize, false)
+                if let UpKernel::Wino(_) = u.d {
+                    // Pairs of columns from an even one: x' columns
+                    // ue ..= ue + 2·nv, x' shifted right by one.
+                    let (ue, nv) = wino_pairs(u0, u1);
+                    (ue as isize - 1, (ue + 2 * nv) as isize, false)
+                } else {
+                    (u0 as isize - (u.m as isize - 1), u1 as isize, false)
+                }
             }
             Stage::Res(Res { pad, .. }) | Stage::Last(Last { pad, .. }) => (
                 oa as isize - pad.left as isize,
@@ -128,6 +144,13 @@ impl Up<'_> {
     }
 }
 
+/// The first column (even) and the number of F(2, 2) column pairs covering
+/// phase columns `[u0, u1)`.
+fn wino_pairs(u0: usize, u1: usize) -> (usize, usize) {
+    let ue = u0 & !1;
+    (ue, (u1 - ue).div_ceil(2))
+}
+
 /// The polyphase direct conv of `ct` (`[in, out, k]`, groups 1): the one
 /// built at load (from 128 input channels), else built here.
 fn poly_of(ct: &ConvT) -> Result<Option<Cow<'_, Direct>>> {
@@ -153,8 +176,12 @@ fn stages(layers: &[Layer]) -> Result<Option<Vec<Stage<'_>>>> {
                 if ct.norm.is_some() || ct.groups != 1 || k < ct.stride {
                     return Ok(None);
                 }
-                let Some(d) = poly_of(ct)? else {
-                    return Ok(None);
+                let d = match &ct.wino {
+                    Some(w) => UpKernel::Wino(w),
+                    None => match poly_of(ct)? {
+                        Some(d) => UpKernel::Poly(d),
+                        None => return Ok(None),
+                    },
                 };
                 out.push(Stage::Up(Up {
                     d,
@@ -422,7 +449,10 @@ pub(super) fn run(layers: &[Layer], xs: &Tensor, cols: usize) -> Result<Option<T
                 // SAFETY: the slabs are sized for the kernels' reads.
                 unsafe {
                     match s {
-                        Stage::Up(u) => up(u, input, oa, ob, e, ph, dst),
+                        Stage::Up(u) => match &u.d {
+                            UpKernel::Poly(d) => up(u, d, input, oa, ob, e, ph, dst),
+                            UpKernel::Wino(wz) => up_wino(u, wz, input, oa, ob, e, h, ph, dst),
+                        },
                         Stage::Res(rb) => res(rb, input, oa, w, e, h, r, dst),
                         Stage::Last(_) => unreachable!(),
                     }
@@ -528,8 +558,10 @@ unsafe fn gather(input: In, c: usize, pad: Pad, oa: usize, w: usize, elu: bool, 
 }
 
 /// Transposed conv outputs `[oa, ob)` into `out [cout, ob − oa]`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn up(
     u: &Up,
+    d: &Direct,
     input: In,
     oa: usize,
     ob: usize,
@@ -556,7 +588,7 @@ unsafe fn up(
     );
     debug_assert_eq!(xp.len(), u.cin * lp);
     ph.resize(u.s * u.cout * wu, 0.0);
-    u.d.block_ld(xp, lp, ph.as_mut_ptr(), wu, wu);
+    d.block_ld(xp, lp, ph.as_mut_ptr(), wu, wu);
     let w = ob - oa;
     for co in 0..u.cout {
         let dst = &mut out[co * w..(co + 1) * w];
@@ -572,6 +604,71 @@ unsafe fn up(
             }
         }
         debug_assert_eq!(o, ob + u.tl);
+    }
+}
+
+/// [`up`] through F(2, 2) ([`Wino22`]): column pairs start at even phase
+/// columns of the whole signal, as in [`Wino22::forward`], and each value
+/// comes from the same ops: the same bits.
+#[allow(clippy::too_many_arguments)]
+unsafe fn up_wino(
+    u: &Up,
+    wz: &Wino22,
+    input: In,
+    oa: usize,
+    ob: usize,
+    xp: &mut Vec<f32>,
+    dx: &mut Vec<f32>,
+    m: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let (u0, u1) = u.phase_cols(oa, ob);
+    let (ue, nv) = wino_pairs(u0, u1);
+    // x' columns ue ..= ue + 2·nv (x'[i] = x[i − 1], zero outside).
+    let pad = Pad {
+        span: 1,
+        left: 1,
+        mode: PadMode::Constant,
+    };
+    gather(input, u.cin, pad, ue, 2 * nv, false, xp);
+    let (cin, lx) = (u.cin, 2 * nv + 1);
+    dx.resize(3 * cin * nv, 0.0);
+    let (d0, rest) = dx.split_at_mut(cin * nv);
+    let (d1, d2) = rest.split_at_mut(cin * nv);
+    for (ci, row) in xp.chunks_exact(lx).enumerate() {
+        for v in 0..nv {
+            let (a, c, e) = (row[2 * v], row[2 * v + 1], row[2 * v + 2]);
+            d0[ci * nv + v] = a - c;
+            d1[ci * nv + v] = c;
+            d2[ci * nv + v] = e - c;
+        }
+    }
+    let rows = u.s * u.cout;
+    m.resize(3 * rows * nv, 0.0);
+    for (j, d) in wz.d.iter().enumerate() {
+        let src = &dx[j * cin * nv..(j + 1) * cin * nv];
+        d.block_ld(src, nv, m.as_mut_ptr().add(j * rows * nv), nv, nv);
+    }
+    let (m1, rest) = m.split_at(rows * nv);
+    let (m2, m3) = rest.split_at(rows * nv);
+    let w = ob - oa;
+    for co in 0..u.cout {
+        let dst = &mut out[co * w..(co + 1) * w];
+        let o = oa + u.tl;
+        let (mut uu, mut r) = (o / u.s, o % u.s);
+        for val in dst.iter_mut() {
+            let i = (r * u.cout + co) * nv + (uu - ue) / 2;
+            *val = if uu % 2 == 0 {
+                m1[i] + m2[i]
+            } else {
+                m2[i] + m3[i]
+            };
+            r += 1;
+            if r == u.s {
+                r = 0;
+                uu += 1;
+            }
+        }
     }
 }
 
@@ -636,7 +733,7 @@ fn same_bits(layers: &[Layer]) -> Result<Option<bool>> {
             !matches!(
                 s,
                 Stage::Up(Up {
-                    d: Cow::Owned(_),
+                    d: UpKernel::Poly(Cow::Owned(_)),
                     ..
                 })
             )
@@ -801,6 +898,66 @@ mod tests {
             7,
         );
         assert!(check(&layers, false, "encodec-like") > 60);
+    }
+
+    /// With the transposed convs in F(2, 2) (EnCodec's decoder), both paths
+    /// run [`Wino22`]: the chain gives `run_layers`' bits, also below 128
+    /// input channels, for every length, batch, block width (pairs that
+    /// straddle blocks, odd first columns), trim and padding mode.
+    #[test]
+    fn chain_equals_layers_bitwise_winograd() {
+        if !has_avx2_fma() {
+            return;
+        }
+        let wino = |layers: Vec<Layer>| -> Vec<Layer> {
+            layers
+                .into_iter()
+                .map(|l| match l {
+                    Layer::ConvT(c) => {
+                        let c = c.with_winograd().unwrap();
+                        assert!(c.wino.is_some());
+                        Layer::ConvT(c)
+                    }
+                    l => l,
+                })
+                .collect()
+        };
+        let mut ran = 0;
+        for (ups, causal, mode, shortcut, two_res) in [
+            (
+                &[(128, 64, 4, 8), (64, 32, 2, 4)][..],
+                true,
+                PadMode::Reflect,
+                true,
+                false,
+            ),
+            (
+                &[(160, 128, 3, 6), (128, 16, 4, 7)][..],
+                false,
+                PadMode::Reflect,
+                true,
+                true,
+            ),
+            (
+                &[(48, 24, 5, 10), (24, 8, 2, 3)][..],
+                true,
+                PadMode::Constant,
+                false,
+                false,
+            ),
+            (
+                &[(40, 16, 3, 5)][..],
+                false,
+                PadMode::Replicate,
+                true,
+                false,
+            ),
+        ] {
+            let layers = wino(tail(ups, causal, mode, shortcut, two_res, 1, 7));
+            let what = format!("winograd {ups:?} causal={causal} {mode:?}");
+            ran += check(&layers, true, &what);
+        }
+        assert!(ran > 150, "only {ran} chained runs");
     }
 
     /// `run_layers` finds the tail after a prefix (conv, ELU before the
