@@ -9,6 +9,8 @@
 #   VAR=VOXTOK_MIMI_FUSED THREADS=1 tools/bench/mimi_ab.sh            # fused streaming step
 #   VAR=VOXTOK_MIMI_PIECED_DECODE THREADS=2 CHUNKS=80 tools/bench/mimi_ab.sh
 #   A=stream B=1 THREADS=2 CHUNKS=80 tools/bench/mimi_ab.sh            # fused whole files too
+#   VAR=- A="VOXTOK_MIMI_ROWPAR=0 VOXTOK_MIMI_ATTN=old VOXTOK_MIMI_PIECE=24000" B="X=1" \
+#     THREADS=2 tools/bench/mimi_ab.sh                                   # several toggles at once
 # Needs bench-out/mimi/mimi (made by tools/bench/mimi.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,7 +29,8 @@ echo "load before: $(cat /proc/loadavg)"
 for i in $(seq "$PAIRS"); do
     for v in "$A" "$B"; do
         echo "== pair $i $VAR=$v $([ "$v" = "$A" ] && echo old || echo new)" | tee -a "$LOG"
-        env "$VAR=$v" RAYON_NUM_THREADS="$THREADS" "$BIN" "$MODEL" "$SECONDS_AUDIO" "$K" "$CHUNKS" 2 \
+        if [ "$VAR" = "-" ]; then set -- $v; else set -- "$VAR=$v"; fi
+        env "$@" RAYON_NUM_THREADS="$THREADS" "$BIN" "$MODEL" "$SECONDS_AUDIO" "$K" "$CHUNKS" 2 \
             | grep -E '^whole-file|^\| [0-9]' | tee -a "$LOG"
     done
 done
@@ -40,7 +43,7 @@ log, var, a_val, b_val = sys.argv[1:5]
 runs = {"old": {}, "new": {}}
 cur = None
 for line in open(log):
-    m = re.match(r"== pair \d+ \S+ (old|new)", line)
+    m = re.match(r"== pair \d+ .* (old|new)$", line)
     if m:
         cur = runs[m.group(1)]
         continue
