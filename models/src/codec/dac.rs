@@ -303,8 +303,11 @@ impl Snake {
 struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
-    /// A spent activation buffer, reused as the next decoder block's output.
+    /// A spent activation buffer, reused as the next block's output.
     spare: Vec<f32>,
+    /// The last block's output, kept for the first conv's output of the
+    /// next call (with `spare`, both rotating buffers stay allocated).
+    spare2: Vec<f32>,
 }
 
 /// The first `n` values of `v`, grown when needed (contents unspecified).
@@ -483,7 +486,13 @@ impl Block {
             }
             let a = buf(&mut sc.a, x.len());
             self.snake.run(&x, t, a);
-            self.conv.apply(a, t)
+            // Into the spare buffer, as in the decoder.
+            let n = self.conv.out_len(t);
+            let mut y = std::mem::replace(&mut sc.spare, x);
+            y.resize(self.conv.cout * n, 0.0);
+            self.conv
+                .run(a, t, conv_cpu::Init::Bias(&self.conv.bias_v), &mut y)?;
+            Ok((y, n))
         }
     }
 }
@@ -559,7 +568,9 @@ pub struct Dac {
     dec_snake: Snake,
     dec_conv2: Conv,
     device: Device,
-    /// CPU decoder buffers kept between calls (a busy lock: fresh ones).
+    /// CPU encoder and decoder buffers kept between calls (a busy lock:
+    /// fresh ones), so that a call does not page-fault its activations in.
+    enc_scratch: std::sync::Mutex<Scratch>,
     dec_scratch: std::sync::Mutex<Scratch>,
 }
 
@@ -633,6 +644,7 @@ impl Dac {
             dec_snake,
             dec_conv2,
             device: device.clone(),
+            enc_scratch: Default::default(),
             dec_scratch: Default::default(),
         })
     }
@@ -664,17 +676,29 @@ impl Dac {
     fn embeddings_cpu(&self, audio: &Tensor) -> Result<Tensor> {
         let (b, t) = audio.dims2()?;
         let t0 = prof_start();
-        let mut sc = Scratch::default();
+        let mut lock = if reuse_buffers() {
+            self.enc_scratch.try_lock().ok()
+        } else {
+            None
+        };
+        let mut fresh = Scratch::default();
+        let sc = lock.as_deref_mut().unwrap_or(&mut fresh);
         let mut items = Vec::with_capacity(b);
         for i in 0..b {
             let x = audio.get(i)?.to_vec1::<f32>()?;
-            let (mut x, mut t) = self.enc_conv1.apply(&x, t)?;
+            let n1 = self.enc_conv1.out_len(t);
+            let mut x1 = std::mem::take(&mut sc.spare2);
+            x1.resize(self.enc_conv1.cout * n1, 0.0);
+            self.enc_conv1
+                .run(&x, t, conv_cpu::Init::Bias(&self.enc_conv1.bias_v), &mut x1)?;
+            let (mut x, mut t) = (x1, n1);
             for blk in &self.enc_blocks {
-                (x, t) = blk.run(x, t, &mut sc)?;
+                (x, t) = blk.run(x, t, sc)?;
             }
             let a = buf(&mut sc.a, x.len());
             self.enc_snake.run(&x, t, a);
             let (y, n) = self.enc_conv2.apply(a, t)?;
+            sc.spare2 = x;
             items.push(Tensor::from_vec(
                 y,
                 (1, self.enc_conv2.cout, n),
@@ -690,20 +714,29 @@ impl Dac {
     fn decode_cpu(&self, z: &Tensor) -> Result<Tensor> {
         let (b, _, n) = z.dims3()?;
         let t0 = prof_start();
-        let mut lock = self.dec_scratch.try_lock().ok();
+        let mut lock = if reuse_buffers() {
+            self.dec_scratch.try_lock().ok()
+        } else {
+            None
+        };
         let mut fresh = Scratch::default();
         let sc = lock.as_deref_mut().unwrap_or(&mut fresh);
         let mut items = Vec::with_capacity(b);
         for i in 0..b {
             let x = z.get(i)?.flatten_all()?.to_vec1::<f32>()?;
-            let (mut x, mut t) = self.dec_conv1.apply(&x, n)?;
+            let n1 = self.dec_conv1.out_len(n);
+            let mut x1 = std::mem::take(&mut sc.spare2);
+            x1.resize(self.dec_conv1.cout * n1, 0.0);
+            self.dec_conv1
+                .run(&x, n, conv_cpu::Init::Bias(&self.dec_conv1.bias_v), &mut x1)?;
+            let (mut x, mut t) = (x1, n1);
             for blk in &self.dec_blocks {
                 (x, t) = blk.run(x, t, sc)?;
             }
             let a = buf(&mut sc.a, x.len());
             self.dec_snake.run(&x, t, a);
             let (mut y, t) = self.dec_conv2.apply(a, t)?;
-            sc.spare = x;
+            sc.spare2 = x;
             y.iter_mut().for_each(|v| *v = v.tanh());
             items.push(Tensor::from_vec(y, (1, t), z.device())?);
         }
@@ -760,6 +793,13 @@ fn prof_dump(title: &str, t0: Option<std::time::Instant>) {
             100.0 * dt / total
         );
     }
+}
+
+/// False with `VOXTOK_DAC_KEEP_BUFFERS=0`: every CPU call allocates fresh
+/// activation buffers (the A/B baseline of the buffers kept in [`Dac`]).
+fn reuse_buffers() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VOXTOK_DAC_KEEP_BUFFERS").map_or(true, |v| v != "0"))
 }
 
 /// True for tensors the CPU kernels take (f32 on CPU).
