@@ -762,75 +762,200 @@ impl Wino22 {
     /// The trimmed output plus bias of the transposed conv of `xs`
     /// `[B, in, T]` (CPU f32); `None` otherwise.
     fn forward(&self, xs: &Tensor, trim_left: usize, trim_right: usize) -> Result<Option<Tensor>> {
-        use rayon::prelude::*;
         let (b, cin, t) = xs.dims3()?;
         if t == 0 || !xs.device().is_cpu() || xs.dtype() != DType::F32 || cin != self.d[0].cin {
             return Ok(None);
         }
-        let (s, cout) = (self.stride, self.cout);
-        let rows = s * cout;
-        // Polyphase columns u < n = t + 1; F(2, 2) columns v < nv.
-        let nv = (t + 1).div_ceil(2);
-        let n_out = (t - 1) * s + self.k - trim_left - trim_right;
+        let n_out = (t - 1) * self.stride + self.k - trim_left - trim_right;
         let xs = xs.contiguous()?;
-        let mut y = vec![0f32; b * cout * n_out];
-        let mut dx = vec![0f32; 3 * cin * nv];
-        let mut m = vec![0f32; 3 * rows * nv];
+        let mut y = vec![0f32; b * self.cout * n_out];
         let done = conv_cpu::with_f32(&xs, |x| {
-            for (xb, yb) in x
-                .chunks_exact(cin * t)
-                .zip(y.chunks_exact_mut(cout * n_out))
-            {
-                // x'[i] = x[i − 1] inside, 0 outside.
-                let (d0, rest) = dx.split_at_mut(cin * nv);
-                let (d1, d2) = rest.split_at_mut(cin * nv);
-                d0.par_chunks_mut(nv)
-                    .zip(d1.par_chunks_mut(nv))
-                    .zip(d2.par_chunks_mut(nv))
-                    .zip(xb.par_chunks_exact(t))
-                    .for_each(|(((d0, d1), d2), row)| {
-                        let xp = |i: usize| if i >= 1 && i <= t { row[i - 1] } else { 0.0 };
-                        for v in 0..nv {
-                            let (a, c, e) = (xp(2 * v), xp(2 * v + 1), xp(2 * v + 2));
-                            d0[v] = a - c;
-                            d1[v] = c;
-                            d2[v] = e - c;
-                        }
-                    });
-                for (j, (d, mj)) in self.d.iter().zip(m.chunks_exact_mut(rows * nv)).enumerate() {
-                    d.run(
-                        &dx[j * cin * nv..(j + 1) * cin * nv],
-                        nv,
-                        mj,
-                        nv,
-                        false,
-                        None,
-                    );
-                }
-                let (m1, rest) = m.split_at(rows * nv);
-                let (m2, m3) = rest.split_at(rows * nv);
-                // Output o = u·s + r − trim_left is phase r of column u.
-                let (u0, u1) = (trim_left / s, (trim_left + n_out - 1) / s);
-                yb.par_chunks_mut(n_out).enumerate().for_each(|(co, out)| {
-                    for u in u0..=u1 {
-                        let (v, even) = (u / 2, u % 2 == 0);
-                        let (a, c) = if even { (m1, m2) } else { (m2, m3) };
-                        let base = u * s;
-                        let r0 = trim_left.saturating_sub(base);
-                        let r1 = (trim_left + n_out - base).min(s);
-                        for r in r0..r1 {
-                            let i = (r * cout + co) * nv + v;
-                            out[base + r - trim_left] = a[i] + c[i];
-                        }
-                    }
-                });
+            // Blocks re-read the three weights once per block: past a few
+            // MB (512 -> 256: 12 MB) the whole-signal passes measured faster.
+            let wbytes = 12 * self.stride * self.cout * cin;
+            if wino_blocked() && wbytes <= 4 << 20 {
+                self.run_blocked(x, b, t, &mut y, n_out, trim_left);
+            } else {
+                self.run_whole(x, t, &mut y, n_out, trim_left);
             }
         });
         if done.is_none() {
             return Ok(None);
         }
-        Ok(Some(Tensor::from_vec(y, (b, cout, n_out), xs.device())?))
+        Ok(Some(Tensor::from_vec(
+            y,
+            (b, self.cout, n_out),
+            xs.device(),
+        )?))
     }
+
+    /// Outputs `o < n_out` of `y` (rows `n_out`) from phase columns `u` of
+    /// the products `m1, m2, m3` (`[rows, ld]`, column `u / 2 − v0`), for
+    /// `u` in `us`; output `o = u·s + r − trim_left` is phase `r` of `u`.
+    #[allow(clippy::too_many_arguments)]
+    fn scatter(
+        &self,
+        m: (&[f32], &[f32], &[f32]),
+        ld: usize,
+        v0: usize,
+        us: std::ops::Range<usize>,
+        co: usize,
+        out: &mut [f32],
+        trim_left: usize,
+    ) {
+        let (s, n_out) = (self.stride, out.len());
+        for u in us {
+            let base = u * s;
+            if base >= trim_left + n_out {
+                break;
+            }
+            let (a, c) = if u % 2 == 0 { (m.0, m.1) } else { (m.1, m.2) };
+            let r0 = trim_left.saturating_sub(base);
+            let r1 = (trim_left + n_out - base).min(s);
+            for r in r0..r1 {
+                let i = (r * self.cout + co) * ld + u / 2 - v0;
+                out[base + r - trim_left] = a[i] + c[i];
+            }
+        }
+    }
+
+    /// The three inputs `x'[2v] − x'[2v+1]`, `x'[2v+1]`, `x'[2v+2] − x'[2v+1]`
+    /// (`x'[i] = x[i − 1]`, zero outside) of pairs `v0 .. v0 + w` of one
+    /// input row, into `d0, d1, d2`.
+    fn transform(row: &[f32], v0: usize, d0: &mut [f32], d1: &mut [f32], d2: &mut [f32]) {
+        let t = row.len();
+        let xp = |i: usize| if i >= 1 && i <= t { row[i - 1] } else { 0.0 };
+        for (j, ((d0, d1), d2)) in d0
+            .iter_mut()
+            .zip(d1.iter_mut())
+            .zip(d2.iter_mut())
+            .enumerate()
+        {
+            let v = v0 + j;
+            let (a, c, e) = (xp(2 * v), xp(2 * v + 1), xp(2 * v + 2));
+            *d0 = a - c;
+            *d1 = c;
+            *d2 = e - c;
+        }
+    }
+
+    /// [`Wino22::forward`] per block of column pairs (rayon over batch ×
+    /// blocks): the transformed inputs and the three products of a block
+    /// stay in per-thread scratch (~200 KiB of input), the outputs go
+    /// straight to `y`. Each value comes from the same ops as
+    /// [`Wino22::run_whole`]: the same bits.
+    fn run_blocked(
+        &self,
+        x: &[f32],
+        b: usize,
+        t: usize,
+        y: &mut [f32],
+        n_out: usize,
+        trim_left: usize,
+    ) {
+        use rayon::prelude::*;
+        let (cin, cout, rows) = (self.d[0].cin, self.cout, self.stride * self.cout);
+        let nv = (t + 1).div_ceil(2);
+        let bv = ((200 << 10) / (12 * cin)).max(16).min(nv);
+        let nblk = nv.div_ceil(bv);
+        let yp = SendPtr(y.as_mut_ptr());
+        let go = |(dx, m): &mut (Vec<f32>, Vec<f32>), i: usize| {
+            let (bi, v0) = (i / nblk, (i % nblk) * bv);
+            let w = bv.min(nv - v0);
+            let xb = &x[bi * cin * t..(bi + 1) * cin * t];
+            dx.resize(3 * cin * w, 0.0);
+            let (d0, rest) = dx.split_at_mut(cin * w);
+            let (d1, d2) = rest.split_at_mut(cin * w);
+            for (ci, row) in xb.chunks_exact(t).enumerate() {
+                let r = ci * w..(ci + 1) * w;
+                Self::transform(row, v0, &mut d0[r.clone()], &mut d1[r.clone()], &mut d2[r]);
+            }
+            m.resize(3 * rows * w, 0.0);
+            for (j, d) in self.d.iter().enumerate() {
+                // SAFETY: `dx` holds `[cin, w]` per product, `m` `[rows, w]`.
+                unsafe {
+                    d.block_ld(
+                        &dx[j * cin * w..(j + 1) * cin * w],
+                        w,
+                        m.as_mut_ptr().add(j * rows * w),
+                        w,
+                        w,
+                    )
+                };
+            }
+            let (m1, rest) = m.split_at(rows * w);
+            let (m2, m3) = rest.split_at(rows * w);
+            for co in 0..cout {
+                // SAFETY: blocks write the outputs of their own phase
+                // columns, disjoint from every other block's.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(yp.get().add((bi * cout + co) * n_out), n_out)
+                };
+                self.scatter(
+                    (m1, m2, m3),
+                    w,
+                    v0,
+                    2 * v0..2 * (v0 + w),
+                    co,
+                    out,
+                    trim_left,
+                );
+            }
+        };
+        let init = || (Vec::new(), Vec::new());
+        if b * nblk > 1 && rayon::current_num_threads() > 1 {
+            (0..b * nblk).into_par_iter().for_each_init(init, go);
+        } else {
+            let mut sc = init();
+            (0..b * nblk).for_each(|i| go(&mut sc, i));
+        }
+    }
+
+    /// The whole-signal form (`VOXTOK_SEANET_WINO_BLOCKED=0`): the three
+    /// transformed inputs, then the three products over all columns, then
+    /// the outputs, each pass in parallel.
+    fn run_whole(&self, x: &[f32], t: usize, y: &mut [f32], n_out: usize, trim_left: usize) {
+        use rayon::prelude::*;
+        let (cin, cout, rows) = (self.d[0].cin, self.cout, self.stride * self.cout);
+        let nv = (t + 1).div_ceil(2);
+        let mut dx = vec![0f32; 3 * cin * nv];
+        let mut m = vec![0f32; 3 * rows * nv];
+        for (xb, yb) in x
+            .chunks_exact(cin * t)
+            .zip(y.chunks_exact_mut(cout * n_out))
+        {
+            let (d0, rest) = dx.split_at_mut(cin * nv);
+            let (d1, d2) = rest.split_at_mut(cin * nv);
+            d0.par_chunks_mut(nv)
+                .zip(d1.par_chunks_mut(nv))
+                .zip(d2.par_chunks_mut(nv))
+                .zip(xb.par_chunks_exact(t))
+                .for_each(|(((d0, d1), d2), row)| Self::transform(row, 0, d0, d1, d2));
+            for (j, (d, mj)) in self.d.iter().zip(m.chunks_exact_mut(rows * nv)).enumerate() {
+                d.run(
+                    &dx[j * cin * nv..(j + 1) * cin * nv],
+                    nv,
+                    mj,
+                    nv,
+                    false,
+                    None,
+                );
+            }
+            let (m1, rest) = m.split_at(rows * nv);
+            let (m2, m3) = rest.split_at(rows * nv);
+            yb.par_chunks_mut(n_out).enumerate().for_each(|(co, out)| {
+                self.scatter((m1, m2, m3), nv, 0, 0..2 * nv, co, out, trim_left);
+            });
+        }
+    }
+}
+
+/// False when `VOXTOK_SEANET_WINO_BLOCKED=0` (read once): [`Wino22`] then
+/// runs each pass over the whole signal instead of per block of columns
+/// (which it does only while its three weights total ≤ 4 MB).
+fn wino_blocked() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VOXTOK_SEANET_WINO_BLOCKED").map_or(true, |v| v != "0"))
 }
 
 /// ELU (alpha 1): `x` for `x > 0`, else `exp(x) - 1`. On CPU in f32 with
@@ -2310,9 +2435,20 @@ mod tests {
                 continue;
             }
             for bs in [1, 2] {
-                for t in [1usize, 2, 3, 4, 7, 33, 100, 257] {
+                for t in [1usize, 2, 3, 4, 7, 33, 100, 257, 1001] {
                     let x = Tensor::randn(0f32, 1.0, (bs, cin, t), &dev).unwrap();
                     let (a, want) = (wino.forward(&x).unwrap(), poly.forward(&x).unwrap());
+                    // Per block of column pairs (several above ~130 pairs)
+                    // and over the whole signal: the same bits.
+                    let wz = wino.wino.as_ref().unwrap();
+                    let n_out = a.dim(2).unwrap();
+                    let xv = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let (mut yb, mut yw) =
+                        (vec![0f32; bs * cout * n_out], vec![1f32; bs * cout * n_out]);
+                    wz.run_blocked(&xv, bs, t, &mut yb, n_out, wino.trim_left);
+                    wz.run_whole(&xv, t, &mut yw, n_out, wino.trim_left);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert!(bits(&yb) == bits(&yw), "blocked vs whole t={t} b={bs}");
                     assert_eq!(a.dims(), want.dims());
                     let scale = want
                         .abs()
@@ -2330,7 +2466,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(ran, 5 * 2 * 8);
+        assert_eq!(ran, 5 * 2 * 9);
     }
 
     /// Speed probe (ignored): EnCodec's two wide decoder transposed convs
