@@ -2935,6 +2935,49 @@ mod tests {
         }
     }
 
+    /// The attention kernel gives the same bits on AVX-512, AVX2+FMA and the
+    /// portable build (pushes that wrap the ring, windows shorter and longer
+    /// than a 64-key block, head dims 8 and 64).
+    #[test]
+    fn attention_kernels_same_bits() {
+        use super::super::conv_cpu::tests::rand;
+        for (window, hd, heads, kvh) in [(5usize, 8usize, 4usize, 2usize), (150, 64, 4, 4)] {
+            let mut ring = KvRing::default();
+            let mut seed = 40;
+            for t in [3usize, 70, 1, 130, 7] {
+                seed += 1;
+                let k = rand(kvh * t * hd, seed);
+                let v = rand(kvh * t * hd, seed + 100);
+                let q = rand(heads * t * hd, seed + 200);
+                let base = ring.total;
+                ring.push(&k, &v, kvh, t, hd, window);
+                for h in 0..heads {
+                    let g = h / (heads / kvh);
+                    let qh = &q[h * t * hd..(h + 1) * t * hd];
+                    let mut want = vec![0f32; t * hd];
+                    ring.keys_any(qh, g, base, t, hd, window, &mut want);
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        if std::is_x86_feature_detected!("avx512f") {
+                            let mut got = vec![f32::NAN; t * hd];
+                            // SAFETY: the feature is present.
+                            unsafe { ring.keys_avx512(qh, g, base, t, hd, window, &mut got) };
+                            assert_eq!(got, want, "avx512 window {window} t {t} head {h}");
+                        }
+                        if std::is_x86_feature_detected!("avx2")
+                            && std::is_x86_feature_detected!("fma")
+                        {
+                            let mut got = vec![f32::NAN; t * hd];
+                            // SAFETY: the features are present.
+                            unsafe { ring.head_avx2(qh, g, base, t, hd, window, &mut got, false) };
+                            assert_eq!(got, want, "avx2 window {window} t {t} head {h}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The fused GELU gives candle's `gelu_erf` bits: a dense grid, every
     /// branch edge of libm's `erff` (±1 ulp, both signs), tiny, huge and
     /// non-finite values, in blocks of 16 and a remainder.
@@ -2969,9 +3012,12 @@ mod tests {
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        for par in [false, true] {
+        for par in ["one thread", "parallel", "portable"] {
             let mut got = x.clone();
-            gelu_erf_in_place(par, &mut got);
+            match par {
+                "portable" => gelu_any(&mut got),
+                p => gelu_erf_in_place(p == "parallel", &mut got),
+            }
             for ((a, b), v) in got.iter().zip(&want).zip(&x) {
                 assert!(
                     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
