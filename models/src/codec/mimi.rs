@@ -1206,15 +1206,27 @@ mod packed {
                 // writing its rows of `y` straight from the kernel's tile
                 // (same sums, no scatter buffer); a panel stays in L2 while
                 // the block's row groups pass over it.
-                let per = m.div_ceil(threads * 4).next_multiple_of(MR).max(MR);
+                // `4 · threads` blocks of whole 6-row groups, as equal as the
+                // groups allow (equal-size chunks would leave e.g. 7 blocks
+                // for 2 threads at 250 rows: one thread doing 4).
+                let groups = m.div_ceil(MR);
+                let tasks = (threads * 4).min(groups);
+                let mut parts = Vec::with_capacity(tasks);
+                let (mut xr, mut yr) = (&x[..m * k], &mut y[..m * n]);
+                let mut done = 0;
+                for i in 0..tasks {
+                    let end = groups * (i + 1) / tasks;
+                    let rows = ((end - done) * MR).min(xr.len() / k);
+                    let (xa, xb) = xr.split_at(rows * k);
+                    let (ya, yb) = std::mem::take(&mut yr).split_at_mut(rows * n);
+                    parts.push((xa, ya));
+                    (xr, yr, done) = (xb, yb, end);
+                }
                 let run = |(xb, yb): (&[f32], &mut [f32])| self.rows_into(xb, yb, kern);
                 if threads > 1 {
-                    x[..m * k]
-                        .par_chunks(per * k)
-                        .zip(y[..m * n].par_chunks_mut(per * n))
-                        .for_each(run);
+                    parts.into_par_iter().for_each(run);
                 } else {
-                    run((&x[..m * k], &mut y[..m * n]));
+                    parts.into_iter().for_each(run);
                 }
                 return;
             }
