@@ -18,7 +18,7 @@ THREADS=${2:-2}
 CODECS=${3:-encodec}
 PYTHON=${PYTHON:-/work/venv/bin/python}
 VOXTOK=${VOXTOK:-target/release/voxtok}
-OUT=bench-out/codec
+OUT=${CODEC_OUT:-bench-out/codec}  # CODEC_OUT: another folder with the same layout (e.g. a 5 s cut)
 [ -d "$OUT/encodec" ] || { echo "run tools/bench/codec.sh first (no $OUT/encodec)" >&2; exit 2; }
 mkdir -p "$OUT/rounds"
 rm -f "$OUT"/rounds/*.json

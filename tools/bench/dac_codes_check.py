@@ -32,6 +32,12 @@ def main():
     ap.add_argument("--env", default="VOXTOK_DAC_ENC_WINOGRAD", help="toggle to vary")
     ap.add_argument("--values", default="0,2", help="comma-separated settings of --env")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--decode-env", default="VOXTOK_DAC_WINOGRAD",
+                    help="decoder toggle to vary for the decoded-audio check")
+    ap.add_argument("--decode-values", default="",
+                    help="';'-separated settings of --decode-env (e.g. '0;2;2,2,3,3'): decode "
+                         "transformers' codes with voxtok (float WAV) and with transformers, "
+                         "print the max abs difference")
     a = ap.parse_args()
     from transformers import DacModel
 
@@ -67,6 +73,23 @@ def main():
                   f"({(~same).sum()} of {same.size} differ), frames all-identical {frames:.4f}; "
                   f"per codebook {per_cb}; {where}")
             bad |= bool(len(first))
+        if a.decode_values:
+            codes = os.path.join(tmp, "want.npy")
+            np.save(codes, want.astype(np.int64))
+            with torch.no_grad():
+                ref = model.decode(audio_codes=torch.from_numpy(want)[None]).audio_values
+            ref = ref.reshape(-1).numpy()
+            for v in a.decode_values.split(";"):
+                out = os.path.join(tmp, "dec.wav")
+                env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+                env[a.decode_env] = v
+                subprocess.run([a.voxtok, "-q", "detokenize", "--codec", "dac", "--model", model_dir,
+                                codes, "--float", "-o", out], check=True, env=env)
+                y, _ = sf.read(out, dtype="float32")
+                n = min(len(y), len(ref))
+                err = np.abs(y[:n] - ref[:n]).max()
+                print(f"{a.decode_env}={v}: decoded {len(y)} samples (transformers {len(ref)}), "
+                      f"max abs difference {err:.3e} (max |y| {np.abs(ref).max():.3f})")
     sys.exit(1 if bad else 0)
 
 

@@ -664,6 +664,21 @@ mod tests {
         }
     }
 
+    /// Tile sizes from the environment: a number, a list, junk (the default).
+    #[test]
+    fn env_ms_parses() {
+        let var = "VOXTOK_TEST_WINOGRAD_ENV_MS";
+        std::env::remove_var(var);
+        assert_eq!(env_ms(var, &[2, 3]), [2, 3]);
+        std::env::set_var(var, "0");
+        assert_eq!(env_ms(var, &[2, 3]), [0]);
+        std::env::set_var(var, " 2, 2,3 ");
+        assert_eq!(env_ms(var, &[2]), [2, 2, 3]);
+        std::env::set_var(var, "2,x");
+        assert_eq!(env_ms(var, &[2, 3]), [2, 3]);
+        std::env::remove_var(var);
+    }
+
     /// The transforms reproduce a correlation exactly in f64.
     #[test]
     fn transforms_are_exact() {
