@@ -589,9 +589,18 @@ impl ConvT {
             y.par_chunks_mut(n_out).enumerate().for_each(|(row, out)| {
                 let (bi, co) = (row / cout, row % cout);
                 let base = bi * s * cout * n;
-                for (o2, v) in out.iter_mut().enumerate() {
-                    let o = o2 + tl;
-                    *v = p[base + ((o % s) * cout + co) * n + o / s];
+                // Phase r: outputs j0, j0 + s, … from consecutive columns.
+                for r in 0..s {
+                    let j0 = (r + s - tl % s) % s;
+                    if j0 >= n_out {
+                        continue;
+                    }
+                    let row = base + (r * cout + co) * n;
+                    let src = &p[row + (j0 + tl) / s..row + n];
+                    debug_assert!((n_out - j0).div_ceil(s) <= src.len());
+                    for (d, &v) in out[j0..].iter_mut().step_by(s).zip(src) {
+                        *d = v;
+                    }
                 }
             });
         });

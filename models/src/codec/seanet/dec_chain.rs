@@ -590,20 +590,22 @@ unsafe fn up(
     ph.resize(u.s * u.cout * wu, 0.0);
     d.block_ld(xp, lp, ph.as_mut_ptr(), wu, wu);
     let w = ob - oa;
+    let sh = (oa + u.tl) % u.s;
     for co in 0..u.cout {
         let dst = &mut out[co * w..(co + 1) * w];
-        let mut o = oa + u.tl;
-        let (mut q, mut r) = (o / u.s - u0, o % u.s);
-        for v in dst.iter_mut() {
-            *v = ph[(r * u.cout + co) * wu + q];
-            o += 1;
-            r += 1;
-            if r == u.s {
-                r = 0;
-                q += 1;
+        // Phase r: outputs j0, j0 + s, … from consecutive phase columns.
+        for r in 0..u.s {
+            let j0 = (r + u.s - sh) % u.s;
+            if j0 >= w {
+                continue;
+            }
+            let q0 = (oa + j0 + u.tl) / u.s - u0;
+            let src = &ph[(r * u.cout + co) * wu + q0..(r * u.cout + co + 1) * wu];
+            debug_assert!((w - j0).div_ceil(u.s) <= src.len());
+            for (d, &v) in dst[j0..].iter_mut().step_by(u.s).zip(src) {
+                *d = v;
             }
         }
-        debug_assert_eq!(o, ob + u.tl);
     }
 }
 
@@ -652,21 +654,35 @@ unsafe fn up_wino(
     let (m1, rest) = m.split_at(rows * nv);
     let (m2, m3) = rest.split_at(rows * nv);
     let w = ob - oa;
+    let sh = (oa + u.tl) % u.s;
     for co in 0..u.cout {
         let dst = &mut out[co * w..(co + 1) * w];
-        let o = oa + u.tl;
-        let (mut uu, mut r) = (o / u.s, o % u.s);
-        for val in dst.iter_mut() {
-            let i = (r * u.cout + co) * nv + (uu - ue) / 2;
-            *val = if uu % 2 == 0 {
-                m1[i] + m2[i]
-            } else {
-                m2[i] + m3[i]
-            };
-            r += 1;
-            if r == u.s {
-                r = 0;
+        // Phase r: outputs j = j0, j0 + s, … of columns uu, uu + 1, …;
+        // an even column and the next odd one share pair v.
+        for r in 0..u.s {
+            let j0 = (r + u.s - sh) % u.s;
+            if j0 >= w {
+                continue;
+            }
+            let row = (r * u.cout + co) * nv;
+            let (a, b, c) = (&m1[row..row + nv], &m2[row..row + nv], &m3[row..row + nv]);
+            let mut uu = (oa + j0 + u.tl) / u.s;
+            let mut j = j0;
+            if uu % 2 == 1 {
+                let v = (uu - ue) / 2;
+                dst[j] = b[v] + c[v];
+                j += u.s;
                 uu += 1;
+            }
+            let mut v = (uu - ue) / 2;
+            while j + u.s < w {
+                dst[j] = a[v] + b[v];
+                dst[j + u.s] = b[v] + c[v];
+                j += 2 * u.s;
+                v += 1;
+            }
+            if j < w {
+                dst[j] = a[v] + b[v];
             }
         }
     }
@@ -958,6 +974,61 @@ mod tests {
             ran += check(&layers, true, &what);
         }
         assert!(ran > 150, "only {ran} chained runs");
+    }
+
+    /// Speed probe (ignored): an EnCodec-sized decoder tail (10 s at 24 kHz,
+    /// 128 -> 64 /4, 64 -> 32 /2, final 32 -> 1), polyphase vs F(2, 2) for
+    /// the 128 -> 64, best of 5 on one thread (CPU time).
+    #[test]
+    #[ignore]
+    fn chain_speed() {
+        let dev = Device::Cpu;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let layers = tail(
+            &[(128, 64, 4, 8), (64, 32, 2, 4)],
+            true,
+            PadMode::Reflect,
+            true,
+            false,
+            1,
+            7,
+        );
+        let mut wl = layers.clone();
+        if let Layer::ConvT(c) = &wl[0] {
+            wl[0] = Layer::ConvT(c.clone().with_winograd().unwrap());
+        }
+        let x = Tensor::randn(0f32, 1.0, (1, 128, 30000), &dev).unwrap();
+        let cpu_ms = || {
+            #[repr(C)]
+            struct Ts {
+                s: i64,
+                ns: i64,
+            }
+            extern "C" {
+                fn clock_gettime(clk: i32, ts: *mut Ts) -> i32;
+            }
+            let mut ts = Ts { s: 0, ns: 0 };
+            // SAFETY: CLOCK_THREAD_CPUTIME_ID (3) into a timespec.
+            unsafe { clock_gettime(3, &mut ts) };
+            ts.s as f64 * 1e3 + ts.ns as f64 * 1e-6
+        };
+        for _ in 0..2 {
+            for (name, l) in [("poly", &layers), ("F(2,2)", &wl)] {
+                let best = pool.install(|| {
+                    (0..5)
+                        .map(|_| {
+                            let t0 = cpu_ms();
+                            run(l, &x, chain_cols()).unwrap().unwrap();
+                            cpu_ms() - t0
+                        })
+                        .fold(f64::MAX, f64::min)
+                });
+                eprintln!("dec chain {name}: {best:.1} ms");
+            }
+        }
     }
 
     /// `run_layers` finds the tail after a prefix (conv, ELU before the
