@@ -7,7 +7,7 @@
 
 use super::conv_cpu;
 use super::nn::conv_weight;
-use super::winograd::{self, Winograd};
+use super::winograd::{self, ConvT22, Winograd};
 use super::{AudioTokenizer, CodecError, Result, TokenizerInfo};
 use crate::runtime::{Device, ModelDir};
 use candle_core::{DType, Tensor, D};
@@ -87,6 +87,9 @@ struct Conv {
     /// On CPU, the weight transformed for Winograd F(m, k) (then `weight`
     /// is empty).
     wino: Option<Winograd>,
+    /// On CPU, a transposed conv with `k = 2·stride` as Winograd F(2, 2)
+    /// (then `weight` is empty).
+    wino22: Option<ConvT22>,
 }
 
 /// Default Winograd tiles (outputs per tile) of the decoder's k = 7
@@ -101,6 +104,21 @@ const WINOGRAD_M: [usize; 4] = [2, 2, 3, 3];
 /// Default Winograd tile of the encoder's k = 7 residual convs on CPU;
 /// `VOXTOK_DAC_ENC_WINOGRAD` overrides it (0 = per-tap GEMMs).
 const ENC_WINOGRAD_M: usize = 2;
+
+/// Default least input channels of a decoder transposed conv run as
+/// Winograd F(2, 2) on CPU ([`ConvT22`]): measured slower at 192 -> 96
+/// (stride 2, where the transforms and the interleave cost most).
+const CONVT_WINOGRAD_MIN_CIN: usize = 256;
+
+/// The least input channels of a decoder transposed conv (`k = 2·stride`)
+/// run as Winograd F(2, 2): `VOXTOK_DAC_CONVT_WINOGRAD` (0 = none, 1 = all;
+/// read at load), else [`CONVT_WINOGRAD_MIN_CIN`].
+fn convt_winograd_min() -> usize {
+    std::env::var("VOXTOK_DAC_CONVT_WINOGRAD")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(CONVT_WINOGRAD_MIN_CIN)
+}
 
 /// The Winograd tile of the encoder's residual convs (read at model load).
 fn enc_winograd_m() -> usize {
@@ -151,6 +169,7 @@ impl Conv {
             dilation,
             transposed,
             wino: None,
+            wino22: None,
         })
     }
 
@@ -170,6 +189,26 @@ impl Conv {
         })
         .ok_or_else(|| candle_core::Error::Msg("DAC: packed weights are not f32".into()))?;
         self.wino = Some(w);
+        self.weight = Tensor::zeros(0, DType::F32, self.weight.device())?;
+        Ok(self)
+    }
+
+    /// On CPU, a transposed conv with `k = 2·stride` switched to Winograd
+    /// F(2, 2) ([`ConvT22`]) when `on`; the per-tap weights are dropped.
+    fn convt_winograd(mut self, on: bool) -> candle_core::Result<Self> {
+        if !on
+            || !self.packed
+            || !self.transposed
+            || self.dilation != 1
+            || self.k != 2 * self.stride
+        {
+            return Ok(self);
+        }
+        let w = conv_cpu::with_f32(&self.weight, |taps| {
+            ConvT22::new(taps, self.cout, self.cin, self.stride)
+        })
+        .ok_or_else(|| candle_core::Error::Msg("DAC: packed weights are not f32".into()))?;
+        self.wino22 = Some(w);
         self.weight = Tensor::zeros(0, DType::F32, self.weight.device())?;
         Ok(self)
     }
@@ -205,6 +244,8 @@ impl Conv {
         let t0 = prof_start();
         let kind = if self.wino.is_some() {
             "wino"
+        } else if self.wino22.is_some() {
+            "convT22"
         } else if self.transposed {
             "convT"
         } else {
@@ -220,6 +261,13 @@ impl Conv {
         let flop = 2.0 * (self.cin * self.cout * self.k * steps) as f64;
         if let Some(w) = &self.wino {
             w.conv(x, t, self.dilation, self.padding, g.n_out, init, y);
+            prof_add(t0, label, flop);
+            return Ok(());
+        }
+        if let Some(w) = &self.wino22 {
+            if t > 0 {
+                w.conv(x, t, self.padding, g.n_out, init, y);
+            }
             prof_add(t0, label, flop);
             return Ok(());
         }
@@ -420,12 +468,15 @@ impl Block {
         })
     }
 
+    /// `m` as in [`Block::load_enc`]; the transposed conv on Winograd
+    /// F(2, 2) (CPU) when `cin >= convt22 > 0`.
     fn load_dec(
         vb: VarBuilder,
         cin: usize,
         cout: usize,
         stride: usize,
         m: usize,
+        convt22: usize,
     ) -> candle_core::Result<Self> {
         Ok(Self {
             snake: Snake::load(vb.pp("snake1"), cin)?,
@@ -438,7 +489,8 @@ impl Block {
                 stride.div_ceil(2),
                 1,
                 true,
-            )?,
+            )?
+            .convt_winograd(convt22 > 0 && cin >= convt22)?,
             units: [
                 ResUnit::load(vb.pp("res_unit1"), cout, 1)?.winograd(m)?,
                 ResUnit::load(vb.pp("res_unit2"), cout, 3)?.winograd(m)?,
@@ -583,13 +635,21 @@ impl Dac {
     /// Loads `config.json` + safetensors from `dir` (float32).
     pub fn load(dir: &ModelDir, device: &Device) -> Result<Self> {
         let dec_m = winograd::env_ms("VOXTOK_DAC_WINOGRAD", &WINOGRAD_M);
-        Self::load_with(dir, device, enc_winograd_m(), &dec_m)
+        Self::load_with(dir, device, enc_winograd_m(), &dec_m, convt_winograd_min())
     }
 
     /// [`Dac::load`] with the Winograd tiles of the encoder's and the
     /// decoder's k = 7 residual convs given (0: per-tap GEMMs; CPU only):
-    /// `dec_m` one per decoder block, the last one repeated.
-    fn load_with(dir: &ModelDir, device: &Device, enc_m: usize, dec_m: &[usize]) -> Result<Self> {
+    /// `dec_m` one per decoder block, the last one repeated; `convt22`: the
+    /// least input channels of a decoder transposed conv on Winograd F(2, 2)
+    /// (0: none).
+    fn load_with(
+        dir: &ModelDir,
+        device: &Device,
+        enc_m: usize,
+        dec_m: &[usize],
+        convt22: usize,
+    ) -> Result<Self> {
         let cfg: DacConfig = dir.config()?;
         if cfg.downsampling_ratios.is_empty() || cfg.n_codebooks == 0 {
             return Err(CodecError::Config {
@@ -621,7 +681,8 @@ impl Dac {
             .enumerate()
             .map(|(i, &s)| {
                 let m = dec_m[i.min(dec_m.len() - 1)];
-                Block::load_dec(dv.pp(format!("block.{i}")), dh >> i, dh >> (i + 1), s, m)
+                let vb = dv.pp(format!("block.{i}"));
+                Block::load_dec(vb, dh >> i, dh >> (i + 1), s, m, convt22)
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let out_dim = dh >> ups.len();
@@ -916,8 +977,9 @@ mod tests {
             ("dac44", &["chirp", "speech"][..]),
         ] {
             let dir = ModelDir::open(test_util::fixture_dir(name)).unwrap();
-            let tap = Dac::load_with(&dir, &Device::Cpu, 0, &dec_m).unwrap();
-            let wino = Dac::load_with(&dir, &Device::Cpu, 2, &dec_m).unwrap();
+            let on = convt_winograd_min();
+            let tap = Dac::load_with(&dir, &Device::Cpu, 0, &dec_m, on).unwrap();
+            let wino = Dac::load_with(&dir, &Device::Cpu, 2, &dec_m, on).unwrap();
             let refs = test_util::refs(name);
             for sig in sigs {
                 let audio = refs[&format!("{sig}.audio")].unsqueeze(0).unwrap();
@@ -957,6 +1019,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The decoder with every transposed conv on Winograd F(2, 2) (the
+    /// fixtures' 32 channels are below the default's threshold), on every
+    /// DAC fixture (strides 8, 5, 4, 2): decoded audio within 3e-5 of the
+    /// per-tap transposed convs (both with per-tap k = 7 convs, so only the
+    /// transposed convs differ), and within 1e-4 of transformers with the
+    /// default k = 7 Winograd tiles.
+    #[test]
+    fn decoder_convt_winograd_parity() {
+        let dec_m = winograd::env_ms("VOXTOK_DAC_WINOGRAD", &WINOGRAD_M);
+        let mut worst = (0f32, 0f32);
+        for (name, sigs) in [
+            ("dac", &["chirp", "noise", "speech"][..]),
+            ("dac24", &["chirp", "speech"][..]),
+            ("dac44", &["chirp", "speech"][..]),
+        ] {
+            let dir = ModelDir::open(test_util::fixture_dir(name)).unwrap();
+            let tap = Dac::load_with(&dir, &Device::Cpu, 2, &[0], 0).unwrap();
+            let wino0 = Dac::load_with(&dir, &Device::Cpu, 2, &[0], 1).unwrap();
+            let wino = Dac::load_with(&dir, &Device::Cpu, 2, &dec_m, 1).unwrap();
+            assert!(wino0.dec_blocks.iter().all(|b| b.conv.wino22.is_some()));
+            assert!(tap.dec_blocks.iter().all(|b| b.conv.wino22.is_none()));
+            let refs = test_util::refs(name);
+            for sig in sigs {
+                for k in [2usize, 4] {
+                    let Some(want) = refs.get(&format!("{sig}.decoded_{k}")) else {
+                        continue;
+                    };
+                    let codes = refs[&format!("{sig}.codes_{k}")]
+                        .to_dtype(DType::U32)
+                        .unwrap()
+                        .unsqueeze(0)
+                        .unwrap();
+                    let dec = |m: &Dac| m.decode(&codes).unwrap().squeeze(0).unwrap();
+                    let e_tap = max_abs(&dec(&tap), &dec(&wino0));
+                    let e_ref = max_abs(&dec(&wino), want);
+                    eprintln!(
+                        "{name} {sig}/{k}: F(2,2) convT decoded vs per-tap {e_tap:.2e}, \
+                         vs transformers {e_ref:.2e}"
+                    );
+                    assert!(e_tap <= 3e-5, "{name} {sig}/{k}: vs per-tap {e_tap}");
+                    assert!(e_ref <= 1e-4, "{name} {sig}/{k}: vs transformers {e_ref}");
+                    worst = (worst.0.max(e_tap), worst.1.max(e_ref));
+                }
+            }
+        }
+        eprintln!(
+            "worst: vs per-tap {:.2e}, vs transformers {:.2e}",
+            worst.0, worst.1
+        );
     }
 
     /// The 24 kHz configuration (ratios 2, 4, 5, 8: hop 320, an odd stride).

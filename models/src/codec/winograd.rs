@@ -573,6 +573,183 @@ fn interleave_any(tmp: &[f32], m: usize, dst: &mut [f32], bias: f32, keep: bool)
     }
 }
 
+/// A transposed conv with `k = 2·stride` (DAC's decoder upsampling; dilation
+/// 1, outputs cropped by `pad` on the left) as Winograd F(2, 2) on its
+/// polyphase form. Phase `r` of full output column `u` (output `u·s + r − pad`)
+/// is `p[u] = A·x'[u] + B·x'[u + 1]` with `A = w[:, :, r + s]`, `B = w[:, :, r]`
+/// and `x'[i] = x[i − 1]` (zero outside). Two neighbouring columns come from
+/// three products on half the columns: `m1 = A·(x'[2v] − x'[2v+1])`,
+/// `m2 = (A + B)·x'[2v+1]`, `m3 = B·(x'[2v+2] − x'[2v+1])`;
+/// `p[2v] = m1 + m2`, `p[2v+1] = m2 + m3` (3/4 of the direct FLOPs).
+#[derive(Debug, Clone)]
+pub struct ConvT22 {
+    /// `A`, `A + B`, `B`, each `[s·cout, cin]` with row `co·s + r`.
+    w: [Vec<f32>; 3],
+    s: usize,
+    cin: usize,
+    cout: usize,
+}
+
+impl ConvT22 {
+    /// From per-tap weights `taps [k, cout, cin]` ([`conv_cpu::pack_taps`]
+    /// of a transposed conv) with `k = 2·s`.
+    pub fn new(taps: &[f32], cout: usize, cin: usize, s: usize) -> Self {
+        assert!(
+            s >= 1 && taps.len() == 2 * s * cout * cin,
+            "ConvT22: k must be 2·stride"
+        );
+        let rows = s * cout;
+        let mut w = [
+            vec![0f32; rows * cin],
+            vec![0f32; rows * cin],
+            vec![0f32; rows * cin],
+        ];
+        let tap = |j: usize, co: usize| &taps[(j * cout + co) * cin..(j * cout + co + 1) * cin];
+        for co in 0..cout {
+            for r in 0..s {
+                let row = (co * s + r) * cin..(co * s + r + 1) * cin;
+                let (a, b) = (tap(r + s, co), tap(r, co));
+                w[0][row.clone()].copy_from_slice(a);
+                w[2][row.clone()].copy_from_slice(b);
+                for ((d, &a), &b) in w[1][row].iter_mut().zip(a).zip(b) {
+                    *d = a + b;
+                }
+            }
+        }
+        Self { w, s, cin, cout }
+    }
+
+    /// `y [cout, n_out] = init + convT(x [cin, t])`, outputs `o` being full
+    /// outputs `o + pad` (`o + pad < (t + 1)·s`).
+    pub fn conv(&self, x: &[f32], t: usize, pad: usize, n_out: usize, init: Init, y: &mut [f32]) {
+        let (s, cin, cout) = (self.s, self.cin, self.cout);
+        assert!(x.len() >= cin * t && y.len() >= cout * n_out && t > 0);
+        assert!(
+            n_out + pad <= (t + 1) * s,
+            "ConvT22: output past the signal"
+        );
+        if let Init::Bias(b) | Init::Add(Some(b)) = init {
+            assert!(b.len() >= cout, "bias shorter than cout");
+        }
+        let nv = (t + 1).div_ceil(2);
+        // The transformed inputs, whole signal: d_j [cin, nv].
+        let mut dx = vec![0f32; 3 * cin * nv];
+        {
+            let (d0, rest) = dx.split_at_mut(cin * nv);
+            let (d1, d2) = rest.split_at_mut(cin * nv);
+            d0.par_chunks_mut(nv)
+                .zip(d1.par_chunks_mut(nv))
+                .zip(d2.par_chunks_mut(nv))
+                .zip(x[..cin * t].par_chunks_exact(t))
+                .for_each(|(((d0, d1), d2), row)| transform22(row, d0, d1, d2));
+        }
+        let rows = s * cout;
+        let yp = SendPtr(y.as_mut_ptr());
+        let work = conv_cpu::tiles(rows, nv, 4 * 3 * (cin + rows));
+        let dx = &dx;
+        work.par_iter()
+            .for_each_init(Vec::new, |m: &mut Vec<f32>, &(r0, r1, c0, c1)| {
+                let (nr, nc) = (r1 - r0, c1 - c0);
+                m.resize(3 * nr * nc, 0.0);
+                for j in 0..3 {
+                    // SAFETY: w_j rows r0..r1 are [nr, cin], d_j columns c0..c1
+                    // of [cin, nv], m_j is [nr, nc]: all in bounds.
+                    unsafe {
+                        gemm::gemm(
+                            nr,
+                            nc,
+                            cin,
+                            m.as_mut_ptr().add(j * nr * nc),
+                            1,
+                            nc as isize,
+                            false,
+                            self.w[j].as_ptr().add(r0 * cin),
+                            1,
+                            cin as isize,
+                            dx.as_ptr().add(j * cin * nv + c0),
+                            1,
+                            nv as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                }
+                let (m1, rest) = m.split_at(nr * nc);
+                let (m2, m3) = rest.split_at(nr * nc);
+                // Per output channel, its phases in this tile: each pair `jv`
+                // gives the contiguous outputs of full columns 2v and 2v + 1.
+                for co in r0 / s..r1.div_ceil(s) {
+                    let (rlo, rhi) = ((co * s).max(r0) - co * s, ((co + 1) * s).min(r1) - co * s);
+                    let (bias, keep) = match init {
+                        Init::Bias(b) => (b[co], false),
+                        Init::Add(b) => (b.map_or(0.0, |b| b[co]), true),
+                    };
+                    // SAFETY: row co of y; this tile writes only phases
+                    // rlo..rhi of full columns 2·c0 .. 2·c1, no other tile
+                    // writes those.
+                    let out =
+                        unsafe { std::slice::from_raw_parts_mut(yp.get().add(co * n_out), n_out) };
+                    let i0 = co * s + rlo - r0;
+                    for jv in 0..nc {
+                        let f = 2 * (c0 + jv) * s;
+                        let inside = f >= pad && f + 2 * s <= pad + n_out;
+                        for r in rlo..rhi {
+                            let i = (i0 + r - rlo) * nc + jv;
+                            let (a, b, c) = (m1[i], m2[i], m3[i]);
+                            for (f, v) in [(f + r, a + b), (f + s + r, b + c)] {
+                                if inside || (f >= pad && f - pad < n_out) {
+                                    let o = &mut out[f - pad];
+                                    *o = if keep { *o + (bias + v) } else { bias + v };
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
+}
+
+/// F(2, 2) input transform of one row `x` (length `t`): for pairs `v`,
+/// `d0 = x'[2v] − x'[2v+1]`, `d1 = x'[2v+1]`, `d2 = x'[2v+2] − x'[2v+1]`
+/// with `x'[i] = x[i − 1]`, zero outside.
+fn transform22(x: &[f32], d0: &mut [f32], d1: &mut [f32], d2: &mut [f32]) {
+    let t = x.len();
+    let xp = |i: usize| if i >= 1 && i <= t { x[i - 1] } else { 0.0 };
+    let edge = |v: usize, d0: &mut f32, d1: &mut f32, d2: &mut f32| {
+        let (a, c, e) = (xp(2 * v), xp(2 * v + 1), xp(2 * v + 2));
+        *d0 = a - c;
+        *d1 = c;
+        *d2 = e - c;
+    };
+    let nv = d0.len();
+    // Interior pairs 1 ≤ v < hi read x[2v − 1], x[2v], x[2v + 1] in bounds.
+    let hi = (t / 2).clamp(1, nv);
+    if nv > 0 {
+        edge(0, &mut d0[0], &mut d1[0], &mut d2[0]);
+    }
+    if hi > 1 {
+        let xs = &x[1..2 * hi];
+        for (((d0, d1), d2), w) in d0[1..hi]
+            .iter_mut()
+            .zip(&mut d1[1..hi])
+            .zip(&mut d2[1..hi])
+            .zip(xs.chunks_exact(2).zip(xs[2..].iter().step_by(2)))
+        {
+            let (a, c, e) = (w.0[0], w.0[1], *w.1);
+            *d0 = a - c;
+            *d1 = c;
+            *d2 = e - c;
+        }
+    }
+    for v in hi..nv {
+        edge(v, &mut d0[v], &mut d1[v], &mut d2[v]);
+    }
+}
+
 /// Tile sizes from env `var`: one number for every layer or a
 /// comma-separated list (one per layer, the last repeated); `default` when
 /// unset or unparsable (never empty).
@@ -774,6 +951,70 @@ mod tests {
                         "F({m}) case {i} {:?} {name}: max abs err {err} (max |y| {top})",
                         cases[i]
                     );
+                }
+            }
+        }
+    }
+
+    /// [`ConvT22`] against the per-tap transposed conv
+    /// ([`conv_cpu::conv_transpose1d`]) for `k = 2·s`, DAC's crop
+    /// `ceil(s / 2)` and none, odd and even strides, lengths 1 .. 41 (both
+    /// parities, the edge pairs; 300: several column tiles), row tiles, bias and
+    /// residual-add inits: within 2e-6 of the output scale. A swapped tap
+    /// or a misplaced phase fails it.
+    #[test]
+    fn convt22_equals_per_tap() {
+        use crate::codec::conv_cpu::conv_transpose1d;
+        let mut seed = 7u64;
+        for &(cin, cout, s) in &[
+            (5, 3, 1),
+            (8, 6, 2),
+            (7, 4, 3),
+            (16, 40, 4),
+            (12, 5, 5),
+            (9, 3, 8),
+        ] {
+            let k = 2 * s;
+            seed += 1;
+            let w = rand(cin * cout * k, seed);
+            let taps = pack_taps(&w, cout, cin, k, true);
+            let bias = rand(cout, seed + 100);
+            let wino = ConvT22::new(&taps, cout, cin, s);
+            for t in (1..=12).chain([17, 40, 41, 300]) {
+                let x = rand(cin * t, seed * 31 + t as u64);
+                for pad in [0, s.div_ceil(2)] {
+                    let n_out = (t + 1) * s - 2 * pad;
+                    let g = Geom {
+                        cin,
+                        cout,
+                        k,
+                        stride: s,
+                        dilation: 1,
+                        pad,
+                        t_in: t,
+                        n_out,
+                    };
+                    let res = rand(cout * n_out, seed + 7);
+                    for add in [false, true] {
+                        let init = if add {
+                            Init::Add(Some(&bias))
+                        } else {
+                            Init::Bias(&bias)
+                        };
+                        let mut want = res.clone();
+                        conv_transpose1d(&g, &x, &taps, init, &mut want);
+                        let mut got = res.clone();
+                        wino.conv(&x, t, pad, n_out, init, &mut got);
+                        let top = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        let err = want
+                            .iter()
+                            .zip(&got)
+                            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                        assert!(
+                            err <= 2e-6 * top.max(1.0),
+                            "cin {cin} cout {cout} s {s} t {t} pad {pad} add {add}: err {err} (max {top})"
+                        );
+                    }
                 }
             }
         }
