@@ -116,18 +116,20 @@ const CONVT_WINOGRAD_MIN_CIN: usize = 256;
 /// run as Winograd F(2, 2): `VOXTOK_DAC_CONVT_WINOGRAD` (0 = none, 1 = all;
 /// read at load), else [`CONVT_WINOGRAD_MIN_CIN`].
 fn convt_winograd_min() -> usize {
-    std::env::var("VOXTOK_DAC_CONVT_WINOGRAD")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(CONVT_WINOGRAD_MIN_CIN)
+    env_usize("VOXTOK_DAC_CONVT_WINOGRAD", CONVT_WINOGRAD_MIN_CIN)
 }
 
 /// The Winograd tile of the encoder's residual convs (read at model load).
 fn enc_winograd_m() -> usize {
-    std::env::var("VOXTOK_DAC_ENC_WINOGRAD")
+    env_usize("VOXTOK_DAC_ENC_WINOGRAD", ENC_WINOGRAD_M)
+}
+
+/// A number from env `var`, `default` when unset or unparsable.
+fn env_usize(var: &str, default: usize) -> usize {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(ENC_WINOGRAD_M)
+        .unwrap_or(default)
 }
 
 impl Conv {
@@ -1097,16 +1099,6 @@ mod tests {
             &Device::Cpu,
         )
         .unwrap();
-        let max_abs = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
         for sig in ["chirp", "noise", "speech"] {
             let audio = refs[&format!("{sig}.audio")].unsqueeze(0).unwrap();
             let emb = model.embeddings(&audio).unwrap().squeeze(0).unwrap();
